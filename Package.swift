@@ -1,0 +1,39 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "XfrmLab",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "xfrmlab", targets: ["xfrmlab"]),
+        .library(name: "XfrmLab", targets: ["Netlink", "Namespaces", "Topology", "Lab", "Probes", "Scenarios"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // libmnl and the kernel's uapi headers (netlink, rtnetlink, xfrm, nfnetlink_log).
+        .systemLibrary(name: "CNetlink", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
+        // GNU-only syscalls and macros that Swift's Glibc import does not show.
+        .target(name: "CXfrmLabShims"),
+        .target(name: "Netlink", dependencies: ["CNetlink", "CXfrmLabShims"]),
+        .target(name: "Namespaces", dependencies: ["Netlink", "CXfrmLabShims"]),
+        .target(name: "Topology", dependencies: ["Yams"]),
+        .target(name: "Probes", dependencies: ["Netlink", "Namespaces", "CXfrmLabShims"]),
+        .target(name: "Lab", dependencies: [
+            "Netlink", "Namespaces", "Topology", "Probes",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Scenarios", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes"]),
+        .executableTarget(name: "xfrmlab", dependencies: [
+            "Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "CNetlink"]),
+        .testTarget(name: "TopologyTests", dependencies: ["Topology"], resources: [.copy("BadTopologies")]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios"]),
+    ]
+)

@@ -1,0 +1,5 @@
+import Topology
+
+extension IPAddress: IPAddressLike {
+    public var addressBytes: [UInt8] { bytes }
+}

@@ -1,0 +1,91 @@
+import Topology
+
+/// Every device the builder will make, with the interface index it asks the kernel for.
+///
+/// Choosing indexes up front lets each namespace's addresses, routes and rules go out in one
+/// batch right after the links, without reading indexes back.
+struct Plan {
+    enum Kind: Equatable {
+        /// A bridge (for a network of one member, or the shared segment of a larger one).
+        case bridge
+        /// One end of a veth pair; the pair is created from the end where `createsPair` is set.
+        case veth(peerNamespace: String, peerName: String, peerIndex: Int32)
+        /// The peer end of a pair created elsewhere.
+        case vethPeer
+    }
+
+    struct Device {
+        var namespace: String   // host name, or a switch name
+        var name: String
+        var index: Int32
+        var kind: Kind
+        var master: Int32?
+        var mtu: Int?
+        var addresses: [CIDR]
+        var origin: String?
+    }
+
+    /// Namespaces in creation order: hosts first, then switches.
+    var namespaces: [String] = []
+    var devices: [Device] = []
+    private var nextIndex: [String: Int32] = [:]
+
+    static func switchName(for network: String) -> String { "_sw-" + network }
+
+    init(_ topology: Topology) {
+        namespaces = topology.hosts.map(\.name)
+        for network in topology.networks {
+            let origin = network.location?.description
+            let members = network.members
+            if members.count == 1 {
+                let m = members[0]
+                add(Device(namespace: m.host, name: m.interface, index: allocate(m.host), kind: .bridge,
+                           mtu: network.mtu, addresses: m.addresses, origin: m.location?.description ?? origin))
+            } else if members.count == 2 {
+                let (a, b) = (members[0], members[1])
+                let ia = allocate(a.host), ib = allocate(b.host)
+                add(Device(namespace: a.host, name: a.interface, index: ia,
+                           kind: .veth(peerNamespace: b.host, peerName: b.interface, peerIndex: ib),
+                           mtu: network.mtu, addresses: a.addresses, origin: a.location?.description ?? origin))
+                add(Device(namespace: b.host, name: b.interface, index: ib, kind: .vethPeer,
+                           mtu: network.mtu, addresses: b.addresses, origin: b.location?.description ?? origin))
+            } else if members.count > 2 {
+                // The bridge lives in the `bridge:` member (its interface is the bridge), or in
+                // a switch namespace of its own.
+                let owner = network.bridge.flatMap { name in members.first { $0.host == name } }
+                let switchNamespace = owner?.host ?? Plan.switchName(for: network.name)
+                if owner == nil { namespaces.append(switchNamespace) }
+                let bridgeName = owner?.interface ?? "br0"
+                let bridgeIndex = allocate(switchNamespace)
+                add(Device(namespace: switchNamespace, name: bridgeName, index: bridgeIndex, kind: .bridge,
+                           mtu: network.mtu, addresses: owner?.addresses ?? [], origin: owner?.location?.description ?? origin))
+                var port = 0
+                for m in members where m.host != owner?.host {
+                    port += 1
+                    let suffix = "-p\(port)"
+                    let portName = String(bridgeName.prefix(15 - suffix.count)) + suffix
+                    let portIndex = allocate(switchNamespace), memberIndex = allocate(m.host)
+                    add(Device(namespace: switchNamespace, name: portName, index: portIndex,
+                               kind: .veth(peerNamespace: m.host, peerName: m.interface, peerIndex: memberIndex),
+                               master: bridgeIndex, mtu: network.mtu, addresses: [], origin: m.location?.description ?? origin))
+                    add(Device(namespace: m.host, name: m.interface, index: memberIndex, kind: .vethPeer,
+                               mtu: network.mtu, addresses: m.addresses, origin: m.location?.description ?? origin))
+                }
+            }
+        }
+    }
+
+    private mutating func allocate(_ namespace: String) -> Int32 {
+        // Index 1 is the namespace's loopback.
+        let i = nextIndex[namespace, default: 2]
+        nextIndex[namespace] = i + 1
+        return i
+    }
+
+    private mutating func add(_ d: Device) { devices.append(d) }
+
+    func index(of interface: String, in namespace: String) -> Int32? {
+        if interface == "lo" { return 1 }
+        return devices.first { $0.namespace == namespace && $0.name == interface }?.index
+    }
+}

@@ -1,0 +1,91 @@
+import CXfrmLabShims
+import Foundation
+import Glibc
+import Netlink
+
+/// A dedicated thread for namespace switching.
+///
+/// `setns` and `unshare` act on the calling thread only, and a Swift task may resume on
+/// another thread after any `await`, so no namespace switch ever happens on a concurrency
+/// pool thread. Jobs run here one at a time; each job that enters a namespace leaves it
+/// before the next starts. If switching back fails the thread is poisoned: it finishes the
+/// job, exits, and a new worker takes its place, so no later job runs in the wrong namespace.
+final class NamespaceWorker: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var jobs: [() -> Void] = []
+    private var stopped = false
+    /// The namespace the thread started in (the process's own).
+    private(set) var homeFD: Int32 = -1
+    private let ready = DispatchSemaphore(value: 0)
+
+    init() {
+        let thread = Thread { [self] in self.loop() }
+        thread.name = "xfrmlab-netns"
+        thread.start()
+        ready.wait()
+    }
+
+    private func loop() {
+        homeFD = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+        ready.signal()
+        while true {
+            condition.lock()
+            while jobs.isEmpty && !stopped { condition.wait() }
+            if jobs.isEmpty && stopped {
+                condition.unlock()
+                break
+            }
+            let job = jobs.removeFirst()
+            condition.unlock()
+            job()
+        }
+        if homeFD >= 0 { close(homeFD) }
+    }
+
+    /// Runs `body` on the worker thread and waits for it.
+    func sync<T>(_ body: @escaping () throws -> T) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var result: Result<T, Error>!
+        condition.lock()
+        jobs.append {
+            result = Result { try body() }
+            done.signal()
+        }
+        condition.signal()
+        condition.unlock()
+        done.wait()
+        return try result.get()
+    }
+
+    /// Puts the thread back in its home namespace; on failure stops it for good.
+    func goHome() throws {
+        if xl_setns_net(homeFD) != 0 {
+            let e = SystemCallError("setns", context: "returning the namespace thread to its own namespace")
+            condition.lock()
+            stopped = true
+            condition.unlock()
+            NamespaceWorker.retire(self)
+            throw e
+        }
+    }
+
+    // MARK: - The shared worker
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var current: NamespaceWorker?
+
+    static var shared: NamespaceWorker {
+        lock.lock()
+        defer { lock.unlock() }
+        if let w = current { return w }
+        let w = NamespaceWorker()
+        current = w
+        return w
+    }
+
+    private static func retire(_ worker: NamespaceWorker) {
+        lock.lock()
+        defer { lock.unlock() }
+        if current === worker { current = nil }
+    }
+}

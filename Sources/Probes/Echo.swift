@@ -1,0 +1,120 @@
+import Foundation
+import Glibc
+import Namespaces
+import Netlink
+
+/// What one request/response exchange showed.
+public struct RoundTrip: Sendable, CustomStringConvertible {
+    public var request: String
+    /// The responder got the request.
+    public var delivered: Bool
+    /// The sender got the answer.
+    public var answered: Bool
+    /// The source address the responder saw (after any NAT), as text.
+    public var seenSource: String?
+    /// What the responder answered (its identity, for UDP).
+    public var reply: String?
+    public var seconds: Double
+
+    public var description: String {
+        var s = "\(request): "
+        if !delivered { return s + "not delivered" }
+        s += "delivered"
+        if let seenSource { s += " (seen from \(seenSource))" }
+        s += answered ? ", answered" : ", no answer"
+        if let reply { s += " \"\(reply)\"" }
+        return s + String(format: " in %.2f ms", seconds * 1000)
+    }
+}
+
+/// Packets sent from inside one namespace to another, with a socket mark, a source address or
+/// a bound device, and an answer, so both directions are exercised.
+public enum Echo {
+    /// Sends one UDP datagram from `from` to `to`'s `destination:port`, where a socket bound
+    /// there answers with `identity`. Equivalent to a one-shot `nc -u` client and server.
+    public static func udp(from: Namespace, to: Namespace, destination: [UInt8], port: UInt16 = 7000,
+                           source: [UInt8]? = nil, mark: UInt32? = nil, device: String? = nil,
+                           identity: String? = nil, timeout: Double = 2) throws -> RoundTrip {
+        let started = Date()
+        let family = destination.count == 4 ? AF_INET : AF_INET6
+        let describe = "udp \(from.name) → \(formatAddress(destination)):\(port)" + (mark.map { " mark 0x\(String($0, radix: 16))" } ?? "")
+        let server = Socket(fd: try to.openSocket(domain: family, type: Int32(SOCK_DGRAM.rawValue), protocol: 0))
+        try server.set(SOL_SOCKET, SO_REUSEADDR, 1, what: "SO_REUSEADDR")
+        try server.bind(SocketAddress(bytes: destination, port: port), what: "\(to.name) \(formatAddress(destination)):\(port)")
+        let client = Socket(fd: try from.openSocket(domain: family, type: Int32(SOCK_DGRAM.rawValue), protocol: 0))
+        if let mark { try client.set(SOL_SOCKET, SO_MARK, Int32(bitPattern: mark), what: "SO_MARK") }
+        if let device {
+            guard setsockopt(client.fd, SOL_SOCKET, SO_BINDTODEVICE, device, socklen_t(device.utf8.count)) == 0 else {
+                throw SystemCallError("setsockopt(SO_BINDTODEVICE)", context: device)
+            }
+        }
+        if let source { try client.bind(SocketAddress(bytes: source, port: 0), what: "source \(formatAddress(source))") }
+        let payload = Array("xfrmlab probe \(UInt32.random(in: 0...UInt32.max))".utf8)
+        try client.send(payload, to: SocketAddress(bytes: destination, port: port))
+
+        var trip = RoundTrip(request: describe, delivered: false, answered: false, seconds: 0)
+        var peer = SocketAddress()
+        guard let got = try server.receive(timeout: timeout, from: &peer), got == payload else {
+            trip.seconds = Date().timeIntervalSince(started)
+            return trip
+        }
+        trip.delivered = true
+        trip.seenSource = "\(formatAddress(peer.addressBytes)):\(peer.port)"
+        try server.send(Array((identity ?? to.name).utf8), to: peer)
+        var back = SocketAddress()
+        if let answer = try client.receive(timeout: timeout, from: &back) {
+            trip.answered = true
+            trip.reply = String(decoding: answer, as: UTF8.self)
+        }
+        trip.seconds = Date().timeIntervalSince(started)
+        return trip
+    }
+
+    /// Sends an ICMP or ICMPv6 echo request from `from` and waits for the matching reply.
+    /// Equivalent to `ip netns exec FROM ping -c 1 [-m MARK] DESTINATION`.
+    public static func ping(from: Namespace, destination: [UInt8], mark: UInt32? = nil, timeout: Double = 2) throws -> RoundTrip {
+        let started = Date()
+        let v6 = destination.count == 16
+        let describe = "ping \(from.name) → \(formatAddress(destination))" + (mark.map { " mark 0x\(String($0, radix: 16))" } ?? "")
+        let s = Socket(fd: try from.openSocket(domain: v6 ? AF_INET6 : AF_INET, type: Int32(SOCK_RAW.rawValue),
+                                               protocol: Int32(v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP)))
+        if let mark { try s.set(SOL_SOCKET, SO_MARK, Int32(bitPattern: mark), what: "SO_MARK") }
+        let ident = UInt16.random(in: 1...UInt16.max), seq = UInt16(1)
+        var packet: [UInt8] = [v6 ? 128 : 8, 0, 0, 0, UInt8(ident >> 8), UInt8(ident & 0xff), UInt8(seq >> 8), UInt8(seq & 0xff)]
+        packet += Array("xfrmlab".utf8)
+        if !v6 {
+            let c = checksum(packet)
+            packet[2] = UInt8(c >> 8)
+            packet[3] = UInt8(c & 0xff)
+        }
+        try s.send(packet, to: SocketAddress(bytes: destination, port: 0))
+        var trip = RoundTrip(request: describe, delivered: false, answered: false, seconds: 0)
+        let deadline = Date().addingTimeInterval(timeout)
+        while deadline.timeIntervalSinceNow > 0 {
+            var peer = SocketAddress()
+            guard var reply = try s.receive(timeout: deadline.timeIntervalSinceNow, from: &peer) else { break }
+            // Raw IPv4 sockets hand over the IP header too.
+            if !v6, let first = reply.first { reply = Array(reply.dropFirst(Int(first & 0x0f) * 4)) }
+            guard reply.count >= 8, reply[0] == (v6 ? 129 : 0),
+                  UInt16(reply[4]) << 8 | UInt16(reply[5]) == ident, peer.addressBytes == destination else { continue }
+            trip.delivered = true
+            trip.answered = true
+            trip.seenSource = formatAddress(peer.addressBytes)
+            break
+        }
+        trip.seconds = Date().timeIntervalSince(started)
+        return trip
+    }
+
+    static func checksum(_ bytes: [UInt8]) -> UInt16 {
+        var sum: UInt32 = 0
+        var i = 0
+        while i + 1 < bytes.count {
+            sum += UInt32(bytes[i]) << 8 | UInt32(bytes[i + 1])
+            i += 2
+        }
+        if i < bytes.count { sum += UInt32(bytes[i]) << 8 }
+        while sum >> 16 != 0 { sum = (sum & 0xffff) + (sum >> 16) }
+        return ~UInt16(sum)
+    }
+}

@@ -1,0 +1,37 @@
+import ArgumentParser
+import Foundation
+import Lab
+import Namespaces
+
+struct GC: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gc",
+        abstract: "Remove what killed runs left behind, and only that: a run whose owner still lives is never touched.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Flag(help: "Also remove runs left up on purpose by `xfrmlab up`.")
+    var includeDetached = false
+
+    @Flag(help: "Say what would be removed, remove nothing.")
+    var dryRun = false
+
+    func run() throws {
+        global.bootstrap()
+        try requireRoot()
+        var removed = 0
+        for found in Run.all() where !found.live {
+            if found.state?.detached == true && !includeDetached { continue }
+            if dryRun {
+                print("would remove run \(found.id): \(found.namespaces.joined(separator: " "))")
+                continue
+            }
+            // adopt() takes the run's lock, so a run that comes alive meanwhile is skipped.
+            guard let run = try Run.adopt(id: found.id) else { continue }
+            let report = try RunLookup.remove(run: run, namespaces: found.namespaces)
+            print("removed run \(found.id) (\(found.namespaces.count) namespace(s)): \(report)")
+            removed += 1
+        }
+        if removed == 0 && !dryRun { print("nothing to remove") }
+    }
+}

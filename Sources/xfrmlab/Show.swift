@@ -1,0 +1,39 @@
+import ArgumentParser
+import Foundation
+import Lab
+import Namespaces
+import Netlink
+
+struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a run's hosts, links, addresses, routes and rules, read back from the kernel.")
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var selection: RunSelection
+
+    @Flag(help: "List the runs on this machine instead.")
+    var runs = false
+
+    func run() throws {
+        global.bootstrap()
+        try requireRoot()
+        if runs {
+            for r in Run.all() {
+                let what = r.live ? "live (pid \(r.state?.pid ?? 0))" : (r.state?.detached == true ? "up (detached)" : "dead: `xfrmlab gc` removes it")
+                print("\(r.id)\t\(r.state?.topology ?? "?")\t\(r.namespaces.count) namespace(s)\t\(what)")
+            }
+            return
+        }
+        let found = try RunLookup.select(selection.id)
+        let hosts = (found.state?.namespaces ?? [:]).sorted { $0.key < $1.key }
+        print("run \(found.id): \(found.state?.topology ?? "?")\(found.state?.topologyFile.map { " (\($0))" } ?? "")")
+        for (host, name) in hosts {
+            let ns = try Namespace.open(name: name)
+            defer { ns.delete(keepingEntry: true) }
+            let xfrm = try? ns.netlinkSocket(protocol: NetlinkSocket.xfrm)
+            let snap = try NamespaceSnapshot.capture(route: ns.route, xfrm: xfrm, namespace: name)
+            xfrm?.close()
+            print("\(host) [\(name)]")
+            print(snap.render(indent: "  "), terminator: "")
+        }
+    }
+}
