@@ -34,14 +34,10 @@ struct Builder {
         try send(linkBatches)
         lap("links")
 
-        // Sysctls: forwarding and the file's own, after the devices so per-device keys exist.
+        // Sysctls of particular devices (net.ipv4.conf.eth1.rp_filter) once the devices exist.
         for host in lab.topology.hosts {
-            var values: [(key: String, value: String)] = []
-            if host.forwarding {
-                values += [("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1")]
-            }
-            values += host.sysctls.map { ($0.key, $0.value) }
-            if !values.isEmpty { try lab.namespace(host.name).setSysctls(values) }
+            let late = Builder.sysctls(of: host).late
+            if !late.isEmpty { try lab.namespace(host.name).setSysctls(late) }
         }
         lap("sysctls")
 

@@ -99,19 +99,16 @@ public final class Lab: @unchecked Sendable {
             clock = now
         }
         let plan = Plan(topology)
-        let run = try Run(topology: topology.name, topologyFile: topology.source)
-        var names: [String: String] = [:]
-        for ns in plan.namespaces { names[ns] = run.namespaceName(for: ns) }
-        do {
-            try run.record(namespaces: names)
-        } catch {
-            run.finish()
-            throw error
-        }
+        let run = try Run(topology: topology.name, topologyFile: topology.source,
+                          namespaces: Dictionary(uniqueKeysWithValues: plan.namespaces.map { ($0, $0) }))
         lap("run")
+        // Sysctls that need no device go in while each namespace is made: one trip, not two.
+        let early = plan.namespaces.map { name -> [(key: String, value: String)] in
+            baseSysctls + (topology.host(named: name).map { Builder.sysctls(of: $0).early } ?? [])
+        }
         let created: [Namespace]
         do {
-            created = try Namespace.create(names: plan.namespaces.map { names[$0]! }, sysctls: Lab.baseSysctls)
+            created = try Namespace.create(names: plan.namespaces.map { run.namespaceName(for: $0) }, sysctls: early)
         } catch {
             run.finish()
             throw error

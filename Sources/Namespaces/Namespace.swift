@@ -38,26 +38,44 @@ public final class Namespace: @unchecked Sendable, CustomStringConvertible {
     /// `sysctls` are written in each new namespace before anything else exists in it (so
     /// `default` device settings reach every device made later). Only `net.` keys are allowed.
     public static func create(names: [String], sysctls: [(key: String, value: String)] = []) throws -> [Namespace] {
-        for (key, _) in sysctls where !isNamespaced(sysctl: key) {
-            throw SystemCallError("sysctl", errno: EPERM, context: "\(key) is not a per-namespace (net.) sysctl")
-        }
-        try prepareDirectory()
-        let worker = NamespaceWorker.shared
-        return try worker.sync {
-            var made: [Namespace] = []
-            do {
-                for name in names {
-                    made.append(try createHere(name: name))
-                    try writeSysctlsHere(sysctls)
-                }
-                try worker.goHome()
-                return made
-            } catch {
-                try? worker.goHome()
-                for ns in made { ns.delete() }
-                throw error
+        try create(names: names, sysctls: names.map { _ in sysctls })
+    }
+
+    /// Like `create(names:sysctls:)`, with sysctls of each namespace's own (`sysctls[i]` for `names[i]`).
+    /// The work is spread over one namespace thread per core.
+    public static func create(names: [String], sysctls: [[(key: String, value: String)]]) throws -> [Namespace] {
+        for list in sysctls {
+            for (key, _) in list where !isNamespaced(sysctl: key) {
+                throw SystemCallError("sysctl", errno: EPERM, context: "\(key) is not a per-namespace (net.) sysctl")
             }
         }
+        try prepareDirectory()
+        let shares = min(NamespaceWorker.count, names.count)
+        guard shares > 0 else { return [] }
+        nonisolated(unsafe) var made: [Namespace?] = Array(repeating: nil, count: names.count)
+        nonisolated(unsafe) var failure: Error?
+        let failureLock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: shares) { share in
+            let worker = NamespaceWorker.worker(share)
+            do {
+                try worker.sync {
+                    defer { try? worker.goHome() }
+                    for i in stride(from: share, to: names.count, by: shares) {
+                        made[i] = try createHere(name: names[i])
+                        try writeSysctlsHere(sysctls[i])
+                    }
+                }
+            } catch {
+                failureLock.lock()
+                if failure == nil { failure = error }
+                failureLock.unlock()
+            }
+        }
+        if let failure {
+            for ns in made.compactMap({ $0 }) { ns.delete() }
+            throw failure
+        }
+        return made.map { $0! }
     }
 
     public static func create(name: String) throws -> Namespace { try create(names: [name])[0] }

@@ -39,7 +39,7 @@ public final class Run: @unchecked Sendable {
     static func statePath(_ id: String) -> String { stateDirectory + "/" + id + ".json" }
 
     /// Starts a run with a fresh id, its lock taken before anything else exists.
-    public init(topology: String, topologyFile: String? = nil) throws {
+    public init(topology: String, topologyFile: String? = nil, namespaces: [String: String] = [:]) throws {
         for dir in [Run.stateDirectory, Run.lockDirectory] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
             throw SystemCallError("mkdir", context: dir)
         }
@@ -65,9 +65,15 @@ public final class Run: @unchecked Sendable {
             close(fd); unlink(temporary)
             if e != EEXIST { throw SystemCallError("link", errno: e, context: Run.lockPath(candidate)) }
         }
+        let runPrefix = Run.prefix(for: id)
         state = State(id: id, pid: getpid(), topology: topology, topologyFile: topologyFile, created: Date(),
-                      detached: false, namespaces: [:])
-        try save()
+                      detached: false, namespaces: namespaces.mapValues { [runPrefix] in runPrefix + $0 })
+        do {
+            try save()
+        } catch {
+            finish()
+            throw error
+        }
     }
 
     private init(id: String, lockFD: Int32, state: State) {
@@ -82,11 +88,6 @@ public final class Run: @unchecked Sendable {
         String(format: "%06x", UInt32.random(in: 0..<0x100_0000))
     }
 
-    /// Records which namespaces belong to the run (before they are created).
-    public func record(namespaces: [String: String]) throws {
-        state.namespaces.merge(namespaces) { $1 }
-        try save()
-    }
 
     /// Marks the run as intentionally left up: `gc` will leave it alone, `down` removes it.
     public func detach() throws {
@@ -94,16 +95,36 @@ public final class Run: @unchecked Sendable {
         try save()
     }
 
+    /// Writes the state file (write to a temporary name, then rename). Encoded by hand: this
+    /// runs on every bring-up, and Foundation's encoder costs milliseconds on first use.
     func save() throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
-        let data = try encoder.encode(state)
+        func quoted(_ s: String) -> String {
+            var out = "\""
+            for u in s.unicodeScalars {
+                switch u {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+                default: out.unicodeScalars.append(u)
+                }
+            }
+            return out + "\""
+        }
+        let namespaces = state.namespaces.sorted { $0.key < $1.key }.map { "\(quoted($0.key)): \(quoted($0.value))" }
+        let text = """
+        {"created": \(quoted(ISO8601Format.string(state.created))), "detached": \(state.detached), "id": \(quoted(state.id)), \
+        "namespaces": {\(namespaces.joined(separator: ", "))}, "pid": \(state.pid), "topology": \(quoted(state.topology)), \
+        "topologyFile": \(state.topologyFile.map(quoted) ?? "null")}
+
+        """
         let path = Run.statePath(id)
         let temporary = path + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: data) else {
-            throw SystemCallError("write", context: temporary)
-        }
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw SystemCallError("open", context: temporary) }
+        let bytes = Array(text.utf8)
+        let written = write(fd, bytes, bytes.count)
+        close(fd)
+        guard written == bytes.count else { throw SystemCallError("write", context: temporary) }
         guard rename(temporary, path) == 0 else { throw SystemCallError("rename", context: path) }
     }
 
@@ -126,6 +147,17 @@ public final class Run: @unchecked Sendable {
         public var namespaces: [String]
         /// Its owner still holds the lock.
         public var live: Bool
+    }
+
+    /// Dates as the state file holds them (ISO 8601, UTC, whole seconds).
+    enum ISO8601Format {
+        static func string(_ date: Date) -> String {
+            var t = time_t(date.timeIntervalSince1970)
+            var tm = tm()
+            gmtime_r(&t, &tm)
+            return String(format: "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                          tm.tm_hour, tm.tm_min, tm.tm_sec)
+        }
     }
 
     static func readState(_ id: String) -> State? {

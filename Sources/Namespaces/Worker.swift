@@ -69,23 +69,31 @@ final class NamespaceWorker: @unchecked Sendable {
         }
     }
 
-    // MARK: - The shared worker
+    // MARK: - The shared workers
 
     private static let lock = NSLock()
-    nonisolated(unsafe) private static var current: NamespaceWorker?
+    /// One worker per core: creating a namespace is mostly the kernel's own set-up work,
+    /// which runs in parallel on several cores.
+    nonisolated(unsafe) private static var workers: [NamespaceWorker?] = Array(
+        repeating: nil, count: Int(Foundation.ProcessInfo.processInfo.environment["XFRMLAB_NS_THREADS"] ?? "")
+            ?? max(1, min(8, Foundation.ProcessInfo.processInfo.activeProcessorCount)))
 
-    static var shared: NamespaceWorker {
+    static var shared: NamespaceWorker { worker(0) }
+    static var count: Int { workers.count }
+
+    static func worker(_ i: Int) -> NamespaceWorker {
         lock.lock()
         defer { lock.unlock() }
-        if let w = current { return w }
+        let slot = i % workers.count
+        if let w = workers[slot] { return w }
         let w = NamespaceWorker()
-        current = w
+        workers[slot] = w
         return w
     }
 
     private static func retire(_ worker: NamespaceWorker) {
         lock.lock()
         defer { lock.unlock() }
-        if current === worker { current = nil }
+        for i in workers.indices where workers[i] === worker { workers[i] = nil }
     }
 }

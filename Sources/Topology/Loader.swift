@@ -154,7 +154,7 @@ final class TopologyReader {
         if let bridgeReader = f["bridge"], let b = bridgeReader.scalar() {
             if context.hosts[b] == nil, membersComplete {
                 bridgeReader.problem("bridge \(quoted(b)) is not a member of \(label) "
-                    + "(members: \(context.hosts.keys.sorted().joined(separator: ", ")))")
+                    + "(members: \(listing(context.hosts.keys.sorted())))")
             }
             bridge = b
         }
@@ -179,7 +179,7 @@ final class TopologyReader {
         if let hostReader = f.required("host"), let h = hostReader.scalar() {
             if let names = hostNames, !names.contains(h) {
                 hostReader.problem("no host \(quoted(h)) is defined under hosts"
-                    + (names.isEmpty ? "" : " (hosts: \(names.joined(separator: ", ")))"))
+                    + (names.isEmpty ? "" : " (hosts: \(listing(names)))"))
             } else if let line = context.hosts[h] {
                 hostReader.problem("host \(quoted(h)) is already a member of \(context.label) (line \(line)); "
                     + "a host has one interface per network")
@@ -294,7 +294,7 @@ final class TopologyReader {
         if interfacesComplete, !names.contains(name) {
             let known = names.isEmpty
                 ? (loopback ? "it is on no network, so it has only lo" : "it is on no network")
-                : "its interfaces: " + names.joined(separator: ", ") + (loopback ? " and lo" : "")
+                : "its interfaces: " + listing(names) + (loopback ? " and lo" : "")
             r.problem("host \(quoted(host)) has no interface \(quoted(name)) (\(known))")
         }
         return name
@@ -316,6 +316,9 @@ final class TopologyReader {
         }
         if let type, type != .unicast, let viaReader = f["via"] {
             viaReader.problem("a \(type.rawValue) route has no gateway; remove via")
+        }
+        if type ?? .unicast == .unicast, f["via"] == nil, f["dev"] == nil {
+            r.problem("a unicast route needs via or dev (or a type: blackhole, unreachable or prohibit)")
         }
         let dev = f["dev"].flatMap { interface($0, host: host, loopback: true) }
         let table = f["table"]?.table()
@@ -419,4 +422,10 @@ extension Reader {
         }
         return nil
     }
+}
+
+/// Names for a message: all of them, or the first few and how many more.
+func listing(_ names: [String], limit: Int = 10) -> String {
+    names.count <= limit ? names.joined(separator: ", ")
+        : names.prefix(limit).joined(separator: ", ") + " and \(names.count - limit) more"
 }

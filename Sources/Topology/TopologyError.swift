@@ -1,3 +1,5 @@
+import Foundation
+
 /// Everything wrong with a topology file, one `Problem` per mistake, in file order.
 ///
 /// `description` prints one problem per line as `FILE:LINE:COLUMN: FIELD: MESSAGE`
@@ -36,4 +38,8 @@ public struct TopologyError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         problems.map(\.description).joined(separator: "\n")
     }
+}
+
+extension TopologyError: LocalizedError {
+    public var errorDescription: String? { description }
 }

@@ -127,7 +127,7 @@ final class Diagnostics {
         if scalars[start] == "\"" || scalars[start] == "'" {
             at = scalars.index(after: start)
             column += 1
-        } else if !scalars[start...].starts(with: key.unicodeScalars) || key.isEmpty {
+        } else if key.isEmpty || !scalars[start...].starts(with: key.unicodeScalars) {
             return nil  // a tagged, anchored or complex key: do not guess
         }
         let marker = "\(Self.markerStart)\(number)\(Self.markerEnd)"

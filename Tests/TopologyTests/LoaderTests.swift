@@ -89,6 +89,15 @@ struct ExampleTopologyTests {
             == ["192.1.3.33/24", "2001:db8:1:3::33/64", "198.18.66.254/24", "2001:db8:66::254/64"])
     }
 
+    @Test func readmeExampleLoads() throws {
+        let readme = try Fixtures.text(Fixtures.example("README.md"))
+        let start = try #require(readme.range(of: "```yaml\n"))
+        let end = try #require(readme.range(of: "```", range: start.upperBound..<readme.endIndex))
+        let t = try Topology.parse(yaml: String(readme[start.upperBound..<end.lowerBound]), file: "README.md")
+        #expect(t.hosts.count == 3)
+        #expect(t.networks.count == 2)
+    }
+
     @Test func clientsBehindNAT() throws {
         let path = Fixtures.example("client1-client2-server.yaml")
         let t = try Topology.load(path: path)
@@ -267,7 +276,7 @@ struct ValueTests {
         let hosts = """
               a:
                 routes:
-                  - { to: default }
+                  - { to: default, dev: eth0 }
                   - { to: default, via: "2001:db8::1" }
                   - { to: default, src: "2001:db8::2", dev: eth0, table: local, metric: 0x10 }
                   - { to: 10.9.0.0/16, type: unreachable }
@@ -277,6 +286,7 @@ struct ValueTests {
         let t = try Self.topology(hosts: hosts, networks: Self.network)
         let routes = try #require(t.host(named: "a")?.routes)
         #expect(routes.map(\.to.description) == ["0.0.0.0/0", "::/0", "::/0", "10.9.0.0/16", "10.8.0.1/32"])
+        #expect(routes[0].dev == "eth0")
         #expect(routes[2].dev == "eth0")
         #expect(routes[2].table == .local)
         #expect(routes[2].metric == 16)

@@ -186,7 +186,9 @@ public struct Message: Sendable, Hashable {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return out }
         var remaining = Int32(buffer.count)
         var nlh = UnsafeRawPointer(base).assumingMemoryBound(to: nlmsghdr.self)
-        while mnl_nlmsg_ok(nlh, remaining) {
+        // mnl_nlmsg_ok compares (int)nlmsg_len with what is left, so a length with the top
+        // bit set passes it as negative: check the unsigned value as well.
+        while mnl_nlmsg_ok(nlh, remaining) && Int(nlh.pointee.nlmsg_len) <= Int(remaining) {
             let len = Int(nlh.pointee.nlmsg_len)
             let payloadStart = UnsafeRawPointer(nlh) + 16
             out.append(Message(type: nlh.pointee.nlmsg_type, flags: nlh.pointee.nlmsg_flags,

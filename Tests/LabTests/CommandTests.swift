@@ -1,0 +1,62 @@
+import Foundation
+import Glibc
+import Namespaces
+import Testing
+
+/// The `xfrmlab` command end to end, as a user runs it.
+@Suite("xfrmlab up, show, exec, down and gc", .tags(.privileged), .needsNamespaces, .serialized)
+struct CommandTests {
+    func xfrmlab(_ args: [String], timeout: Double = 60) throws -> ProcessResult {
+        try Namespaces.Process.execute([xfrmlabBinary] + args, timeout: timeout)
+    }
+
+    @Test("up leaves the lab running, show reads it back, exec runs inside, down removes it")
+    func upShowExecDown() throws {
+        let up = try xfrmlab(["up", "--json", topologyFile("north-east-west")])
+        try #require(up.succeeded, "\(up)")
+        let info = try JSONSerialization.jsonObject(with: Data(up.standardOutput.utf8)) as! [String: Any]
+        let run = try #require(info["run"] as? String)
+        defer { _ = try? xfrmlab(["down", "--run", run]) }
+        let show = try xfrmlab(["show", "--run", run])
+        #expect(show.succeeded, "\(show)")
+        #expect(show.standardOutput.contains("eth1 192.1.2.45/24"))
+        #expect(show.standardOutput.contains("100: from all fwmark 0x1/0xff lookup 50"))
+        let exec = try xfrmlab(["exec", "--run", run, "west", "--", "cat", "/proc/sys/net/ipv4/ip_forward"])
+        #expect(exec.standardOutput == "0\n", "\(exec)")
+        let execNic = try xfrmlab(["exec", "--run", run, "nic", "--", "cat", "/proc/sys/net/ipv4/ip_forward"])
+        #expect(execNic.standardOutput == "1\n", "\(execNic)")
+        // gc leaves a detached run alone.
+        let gc = try xfrmlab(["gc"])
+        #expect(gc.succeeded)
+        #expect(namespacesLeft(prefix: "xl\(run)-").count == 4)
+        let down = try xfrmlab(["down", "--run", run])
+        #expect(down.succeeded, "\(down)")
+        #expect(down.standardOutput.contains("released 4 namespace(s)"))
+        #expect(namespacesLeft(prefix: "xl\(run)-").isEmpty)
+    }
+
+    @Test("gc spares a live run, and removes it once its owner is killed with SIGKILL")
+    func gcAfterKill() throws {
+        let pid = try Namespaces.Process.spawn([xfrmlabBinary, "up", "--foreground", topologyFile("north-east-west")],
+                                               namespaceFD: -1, stdin: -1, stdout: -1, stderr: -1)
+        var status: Int32 = 0
+        defer { kill(pid, SIGKILL); waitpid(pid, &status, WNOHANG) }
+        var run: Run.Found?
+        let started = poll(timeout: 30) {
+            run = Run.all().first { $0.state?.pid == pid && $0.namespaces.count == 4 }
+            return run != nil
+        }
+        try #require(started, "the foreground run never came up")
+        let id = run!.id
+        let spared = try xfrmlab(["gc"])
+        #expect(spared.succeeded)
+        #expect(namespacesLeft(prefix: "xl\(id)-").count == 4, "gc removed a live run")
+        kill(pid, SIGKILL)
+        waitpid(pid, &status, 0)
+        let removed = try xfrmlab(["gc"])
+        #expect(removed.succeeded, "\(removed)")
+        #expect(removed.standardOutput.contains("removed run \(id)"))
+        #expect(namespacesLeft(prefix: "xl\(id)-").isEmpty)
+        #expect(!Run.all().contains { $0.id == id })
+    }
+}

@@ -1,0 +1,110 @@
+import Foundation
+import Glibc
+import Lab
+import Namespaces
+import Netlink
+import Probes
+import Scenarios
+import Testing
+import Topology
+
+@Suite("Topologies come up as the files say", .tags(.privileged), .needsNamespaces)
+struct TopologyBuildTests {
+    @Test("north/east/west: the kernel holds every link, address, route and rule of the file")
+    func northEastWestReadBack() async throws {
+        let topology = try Topology.load(path: topologyFile("north-east-west"))
+        try await topology.withLab { lab in
+            #expect(try lab.verify() == [])
+            let nic = try lab.snapshot("nic")
+            let bridge = try #require(nic.links.first { $0.name == "eth1" })
+            #expect(bridge.kind == "bridge")
+            let ports = nic.links.filter { $0.master == bridge.index }
+            #expect(ports.count == 2)
+            let west = try lab.snapshot("west")
+            #expect(west.rules.contains { $0.priority == 100 && $0.fwmark == 1 && $0.fwmask == 0xff && $0.table == 50 })
+            #expect(west.routes.contains { $0.table == 50 && $0.destinationLength == 0 && $0.gateway == [192, 1, 2, 23] })
+            #expect(try lab.namespace("east").sysctl("net.ipv4.ip_forward") == "1")
+            #expect(try lab.namespace("west").sysctl("net.ipv4.ip_forward") == "0")
+        }
+    }
+
+    @Test("north/east/west: west reaches north through nic, and mark 0x1 takes table 50 through east")
+    func northEastWestTraffic() async throws {
+        let topology = try Topology.load(path: topologyFile("north-east-west"))
+        try await topology.withLab { lab in
+            for check in try Connectivity.checks(lab) {
+                #expect(check.passed, "\(check)")
+            }
+        }
+    }
+
+    @Test("client1/client2/server: both clients share 10.0.1.10 and reach the server as different NAT addresses")
+    func overlappingClients() async throws {
+        let topology = try Topology.load(path: topologyFile("client1-client2-server"))
+        try await topology.withLab { lab in
+            #expect(try lab.verify() == [])
+            let server = try lab.namespace("server")
+            let serverAddress = try lab.address(of: "server")
+            #expect(try lab.address(of: "client1") == lab.address(of: "client2"))
+            let one = try Echo.udp(from: lab.namespace("client1"), to: server, destination: serverAddress.bytes, port: 7100)
+            let two = try Echo.udp(from: lab.namespace("client2"), to: server, destination: serverAddress.bytes, port: 7101)
+            #expect(one.answered && two.answered, "\(one); \(two)")
+            #expect(one.seenSource?.hasPrefix("198.51.100.11:") == true, "\(one)")
+            #expect(two.seenSource?.hasPrefix("198.51.100.12:") == true, "\(two)")
+        }
+    }
+
+    @Test("a route the kernel refuses names the file line and leaves nothing behind")
+    func kernelRefusalRollsBack() async throws {
+        // 203.0.113.1 is on no subnet of west: the kernel refuses the gateway.
+        let yaml = """
+        name: refused
+        hosts:
+          west:
+            routes:
+              - { to: 10.9.0.0/16, via: 203.0.113.1 }
+          east: {}
+        networks:
+          - name: wire
+            subnets: [192.0.2.0/24]
+            members:
+              - { host: west, interface: eth0, addresses: [192.0.2.1] }
+              - { host: east, interface: eth0, addresses: [192.0.2.2] }
+        """
+        let topology = try Topology.parse(yaml: yaml, file: "refused.yaml")
+        let error = try #require(throws: NetlinkError.self) { try Lab.up(topology) }
+        #expect(error.errno == ENETUNREACH)
+        #expect(error.origin?.hasPrefix("refused.yaml:5:") == true, "\(error)")
+        #expect(error.request.contains("route add 10.9.0.0/16 via 203.0.113.1"))
+        // Other tests run in parallel: look for this topology's run only.
+        let left = Run.all().filter { $0.state?.topology == "refused" }
+        #expect(left.isEmpty, "a run was left: \(left.map(\.id)) \(left.flatMap(\.namespaces))")
+    }
+
+    @Test("two labs of the same topology run side by side without colliding")
+    func sideBySide() async throws {
+        let topology = try Topology.load(path: topologyFile("north-east-west"))
+        try await topology.withLab { a in
+            try await topology.withLab { b in
+                #expect(a.run.id != b.run.id)
+                #expect(try a.verify() == [])
+                #expect(try b.verify() == [])
+                let trip = try Echo.udp(from: b.namespace("west"), to: b.namespace("north"),
+                                        destination: b.address(of: "north").bytes)
+                #expect(trip.answered, "\(trip)")
+            }
+        }
+    }
+
+    @Test("after down the kernel has freed every namespace and the run's files are gone")
+    func teardownIsComplete() throws {
+        let lab = try Lab.up(try Topology.load(path: topologyFile("north-east-west")))
+        let prefix = lab.run.prefix
+        #expect(namespacesLeft(prefix: prefix).count == 4)
+        let report = try #require(try lab.down())
+        #expect(report.complete, "\(report)")
+        #expect(report.unhashed == 4)
+        #expect(namespacesLeft(prefix: prefix).isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: Run.stateDirectory + "/\(lab.run.id).json"))
+    }
+}
