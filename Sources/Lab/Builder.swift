@@ -78,19 +78,14 @@ struct Builder {
         lap("nftables")
     }
 
-    /// Sends each namespace's batch; with several namespaces the sends overlap the kernel's work.
+    /// Sends each namespace's batch in turn. The kernel handles a netlink message inside the
+    /// `sendmsg` that carries it, under one global lock for links, so threads would add
+    /// hand-offs and win nothing.
     private func send(_ batches: [String: [Request]]) throws {
-        let names = lab.plan.namespaces.filter { batches[$0] != nil }
-        if names.count <= 1 {
-            for name in names { try lab.namespace(name).route.batch(batches[name]!) }
-            return
+        for name in lab.plan.namespaces {
+            guard let batch = batches[name] else { continue }
+            try lab.namespace(name).route.batch(batch)
         }
-        let sockets = try names.map { try lab.namespace($0).route }
-        nonisolated(unsafe) var errors: [Error?] = Array(repeating: nil, count: names.count)
-        DispatchQueue.concurrentPerform(iterations: names.count) { i in
-            do { try sockets[i].batch(batches[names[i]]!) } catch { errors[i] = error }
-        }
-        if let first = errors.compactMap({ $0 }).first { throw first }
     }
 
     func routeRequest(_ r: Route, host: String, namespace: String) throws -> Request {

@@ -121,7 +121,7 @@ public final class Lab: @unchecked Sendable {
             try Builder(lab: lab).build(lap: lap)
         } catch {
             logger.error("bring-up failed, removing what was made: \(error)")
-            try? lab.down()
+            _ = try? lab.down()
             throw error
         }
         lab.timings = timings

@@ -50,26 +50,24 @@ public final class Namespace: @unchecked Sendable, CustomStringConvertible {
             }
         }
         try prepareDirectory()
-        let shares = min(NamespaceWorker.count, names.count)
+        // A handful of namespaces go faster on one thread; many are spread over the workers
+        // (the kernel's set-up of a namespace partly runs in parallel).
+        let shares = names.count < 16 ? 1 : min(NamespaceWorker.count, names.count)
         guard shares > 0 else { return [] }
         nonisolated(unsafe) var made: [Namespace?] = Array(repeating: nil, count: names.count)
-        nonisolated(unsafe) var failure: Error?
-        let failureLock = NSLock()
-        DispatchQueue.concurrentPerform(iterations: shares) { share in
+        let jobs = (0..<shares).map { share in
             let worker = NamespaceWorker.worker(share)
-            do {
-                try worker.sync {
-                    defer { try? worker.goHome() }
-                    for i in stride(from: share, to: names.count, by: shares) {
-                        made[i] = try createHere(name: names[i])
-                        try writeSysctlsHere(sysctls[i])
-                    }
+            return worker.async {
+                defer { try? worker.goHome() }
+                for i in stride(from: share, to: names.count, by: shares) {
+                    made[i] = try createHere(name: names[i])
+                    try writeSysctlsHere(sysctls[i])
                 }
-            } catch {
-                failureLock.lock()
-                if failure == nil { failure = error }
-                failureLock.unlock()
             }
+        }
+        var failure: Error?
+        for job in jobs {
+            do { try job.wait() } catch { failure = failure ?? error }
         }
         if let failure {
             for ns in made.compactMap({ $0 }) { ns.delete() }

@@ -14,6 +14,9 @@ public struct ReleaseReport: Sendable, CustomStringConvertible {
     /// only after the earlier one returned.
     public var cleanupFinished: Bool
     public var seconds: Double
+    /// Seconds until this process had dropped its references (unmounts, closes): what
+    /// `ip netns del` costs. The rest of `seconds` is the kernel's own cleanup.
+    public var deleteSeconds: Double = 0
     public var complete: Bool { unhashed == total && cleanupFinished }
     public var description: String {
         let t = String(format: "%.1f ms", seconds * 1000)
@@ -70,9 +73,10 @@ public enum NamespaceReaper {
         requests.append(assign(id: canaryID, fd: canaryFD, name: "canary"))
         try observer.batch(requests)
         let total = ids.count
+        let deletesStarted = Date()
         for ns in namespaces { ns.delete() }
-
         var report = ReleaseReport(unhashed: 0, total: total, cleanupFinished: false, seconds: 0)
+        report.deleteSeconds = Date().timeIntervalSince(deletesStarted)
         var canaryClosed = false
         let deadline = started.addingTimeInterval(timeout)
         while Date() < deadline {

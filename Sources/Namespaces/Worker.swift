@@ -14,20 +14,18 @@ final class NamespaceWorker: @unchecked Sendable {
     private let condition = NSCondition()
     private var jobs: [() -> Void] = []
     private var stopped = false
-    /// The namespace the thread started in (the process's own).
+    /// The namespace the thread started in (the process's own). Set by the thread itself
+    /// before it takes its first job.
     private(set) var homeFD: Int32 = -1
-    private let ready = DispatchSemaphore(value: 0)
 
     init() {
         let thread = Thread { [self] in self.loop() }
         thread.name = "xfrmlab-netns"
         thread.start()
-        ready.wait()
     }
 
     private func loop() {
         homeFD = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
-        ready.signal()
         while true {
             condition.lock()
             while jobs.isEmpty && !stopped { condition.wait() }
@@ -44,17 +42,30 @@ final class NamespaceWorker: @unchecked Sendable {
 
     /// Runs `body` on the worker thread and waits for it.
     func sync<T>(_ body: @escaping () throws -> T) throws -> T {
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var result: Result<T, Error>!
+        try async(body).wait()
+    }
+
+    /// A job handed to a worker, to be waited for later.
+    final class Pending<T>: @unchecked Sendable {
+        fileprivate let done = DispatchSemaphore(value: 0)
+        fileprivate var result: Result<T, Error>!
+        func wait() throws -> T {
+            done.wait()
+            return try result.get()
+        }
+    }
+
+    /// Queues `body` on the worker thread and returns at once.
+    func async<T>(_ body: @escaping () throws -> T) -> Pending<T> {
+        let pending = Pending<T>()
         condition.lock()
         jobs.append {
-            result = Result { try body() }
-            done.signal()
+            pending.result = Result { try body() }
+            pending.done.signal()
         }
         condition.signal()
         condition.unlock()
-        done.wait()
-        return try result.get()
+        return pending
     }
 
     /// Puts the thread back in its home namespace; on failure stops it for good.

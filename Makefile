@@ -1,0 +1,36 @@
+# XfrmLab: `make run` and `make test` are all a newcomer needs (README.md).
+SWIFT ?= swift
+BIN := .build/debug
+export PATH := $(PATH):/opt/swift/usr/bin:/usr/sbin:/sbin
+
+.PHONY: deps build build-tests run test test-host bench clean gc
+
+deps:
+	@Scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build
+
+build-tests: deps
+	$(SWIFT) build --build-tests
+
+# The main job: north/east/west up, connectivity and fwmark routing proven, report, down.
+run: build
+	$(BIN)/xfrmlab run connectivity --topology north-east-west
+
+# The whole suite on this machine's kernel.
+test-host: build-tests
+	$(SWIFT) test --skip-build
+
+test: test-host
+
+bench: deps
+	$(SWIFT) build -c release --product xfrmlab
+	.build/release/xfrmlab bench
+
+# Remove what killed runs left behind (never a live run's namespaces).
+gc: build
+	$(BIN)/xfrmlab gc
+
+clean:
+	rm -rf .build

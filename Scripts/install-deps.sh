@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what XfrmLab needs on a Debian machine, and only what is missing (idempotent).
+# Called by `make deps`; every other make target depends on it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: libmnl for netlink, iproute2/nftables/iptables as the real tools the
+# harness drives or compares against, ping/tcpdump for humans poking at a lab.
+apt_packages=(libmnl-dev pkg-config iproute2 nftables iptables iputils-ping tcpdump python3-pip)
+apt_packages+=("$@")
+
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# PyPI: the peers of `make bench` (pyroute2) and the YAML reader of its script.
+python=${PYTHON:-python3}
+if ! "$python" - <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+want = {}
+for line in open("Benchmarks/requirements.txt"):
+    line = line.split("#")[0].strip()
+    if line:
+        name, _, v = line.partition("==")
+        want[name] = v
+sys.exit(0 if all(version(n) == v for n, v in want.items()) else 1)
+PY
+then
+    echo "deps: pip install -r Benchmarks/requirements.txt"
+    "$python" -m pip install -q --disable-pip-version-check -r Benchmarks/requirements.txt
+fi
