@@ -66,8 +66,7 @@ public struct NamespaceSnapshot: Sendable, Equatable {
         if !userRoutes.isEmpty {
             out += "\(indent)routes:\n"
             for r in userRoutes {
-                var d = r.description
-                if let oif = r.outputInterface { d = d.replacingOccurrences(of: "dev#\(oif)", with: "dev \(linkName(oif))") }
+                let d = r.rendered { linkName($0) }
                 out += "\(indent)  \(r.family == UInt8(AF_INET6) ? "-6 " : "")\(d)\n"
             }
         }

@@ -52,9 +52,9 @@ public enum Connectivity {
         let marked = try lab.routeGet(on: "west", to: north4, mark: 0x1)
         let nic = try lab.address(of: "nic", interface: "eth1"), eastAddress = try lab.address(of: "east", interface: "eth1")
         out.append(Check("unmarked: route get says table main via nic", passed: plain.table == 254 && plain.gateway == nic.bytes,
-                         detail: "ip -n \(west.name) route get \(north4): \(plain)"))
+                         detail: "ip -n \(west.name) route get \(north4): \(plain.rendered { lab.interfaceName(index: $0, on: "west") })"))
         out.append(Check("mark 0x1: route get says table 50 via east", passed: marked.table == 50 && marked.gateway == eastAddress.bytes,
-                         detail: "ip -n \(west.name) route get \(north4) mark 0x1: \(marked)"))
+                         detail: "ip -n \(west.name) route get \(north4) mark 0x1: \(marked.rendered { lab.interfaceName(index: $0, on: "west") })"))
 
         // The same two packets for real: only the marked one is forwarded by east.
         let before = try SNMPCounters.read(east)["Ip.ForwDatagrams"]

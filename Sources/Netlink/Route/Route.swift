@@ -37,11 +37,14 @@ public struct RouteInfo: Sendable, Hashable, CustomStringConvertible {
 
     public var typeName: String { RouteRequest.typeNames[type] ?? "type \(type)" }
 
-    public var description: String {
+    public var description: String { rendered { "if\($0)" } }
+
+    /// `ip route`-style text, naming interfaces through `linkName`.
+    public func rendered(linkName: (Int32) -> String?) -> String {
         var s = type == nl8(RTN_UNICAST) ? "" : typeName + " "
         s += destinationLength == 0 ? "default" : "\(formatAddress(destination))/\(destinationLength)"
         if let gateway { s += " via \(formatAddress(gateway))" }
-        if let outputInterface { s += " dev#\(outputInterface)" }
+        if let outputInterface { s += " dev \(linkName(outputInterface) ?? "if\(outputInterface)")" }
         if let preferredSource { s += " src \(formatAddress(preferredSource))" }
         if table != RouteRequest.mainTable { s += " table \(tableName(table))" }
         if let metric, metric != 0 { s += " metric \(metric)" }
