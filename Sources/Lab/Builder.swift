@@ -27,6 +27,12 @@ struct Builder {
                     LinkRequest.veth(namespace: ns.name, name: d.name, index: d.index, master: d.master, mtu: mtu,
                                      peerName: peerName, peerIndex: peerIndex, peerNamespaceFD: peer.fd,
                                      peerNamespaceName: peer.name, origin: d.origin))
+            case .macvlan(let lowerNamespace, let lower):
+                // Made next to its lower device and placed straight into its host.
+                linkBatches[lowerNamespace, default: []].append(
+                    LinkRequest.macvlan(namespace: try lab.namespace(lowerNamespace).name, name: d.name, index: d.index,
+                                        lowerIndex: lower, mtu: mtu, targetNamespaceFD: ns.fd,
+                                        targetNamespaceName: ns.name, origin: d.origin))
             case .vethPeer:
                 break
             }
@@ -49,7 +55,7 @@ struct Builder {
         }
         for d in plan.devices {
             let ns = try lab.namespace(d.namespace)
-            if d.kind == .vethPeer {
+            if d.kind == .vethPeer || d.kind.isMacvlan {
                 batches[d.namespace, default: []].append(LinkRequest.set(namespace: ns.name, index: d.index, name: d.name, up: true))
             }
             for a in d.addresses {

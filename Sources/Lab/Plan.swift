@@ -12,6 +12,8 @@ struct Plan {
         case veth(peerNamespace: String, peerName: String, peerIndex: Int32)
         /// The peer end of a pair created elsewhere.
         case vethPeer
+        /// A macvlan (bridge mode) on `lower` in `lowerNamespace`, created there and placed here.
+        case macvlan(lowerNamespace: String, lower: Int32)
     }
 
     struct Device {
@@ -37,7 +39,20 @@ struct Plan {
         for network in topology.networks {
             let origin = network.location?.description
             let members = network.members
-            if members.count == 1 {
+            if network.kind == .macvlan {
+                // The lower device is a port-less bridge in a switch namespace: a macvlan cannot
+                // reach its lower device's own stack, so no member may own it.
+                let switchNamespace = Plan.switchName(for: network.name)
+                namespaces.append(switchNamespace)
+                let lowerIndex = allocate(switchNamespace)
+                add(Device(namespace: switchNamespace, name: "br0", index: lowerIndex, kind: .bridge,
+                           mtu: network.mtu, addresses: [], origin: origin))
+                for m in members {
+                    add(Device(namespace: m.host, name: m.interface, index: allocate(m.host),
+                               kind: .macvlan(lowerNamespace: switchNamespace, lower: lowerIndex),
+                               mtu: network.mtu, addresses: m.addresses, origin: m.location?.description ?? origin))
+                }
+            } else if members.count == 1 {
                 let m = members[0]
                 add(Device(namespace: m.host, name: m.interface, index: allocate(m.host), kind: .bridge,
                            mtu: network.mtu, addresses: m.addresses, origin: m.location?.description ?? origin))
@@ -87,5 +102,12 @@ struct Plan {
     func index(of interface: String, in namespace: String) -> Int32? {
         if interface == "lo" { return 1 }
         return devices.first { $0.namespace == namespace && $0.name == interface }?.index
+    }
+}
+
+extension Plan.Kind {
+    var isMacvlan: Bool {
+        if case .macvlan = self { return true }
+        return false
     }
 }

@@ -18,7 +18,7 @@ extension Lab {
             }
             if link.index != d.index { problems.append("\(d.namespace): \(d.name) has index \(link.index), planned \(d.index)") }
             if !link.isUp { problems.append("\(d.namespace): \(d.name) is down") }
-            let kind: String = d.kind == .bridge ? "bridge" : "veth"
+            let kind: String = d.kind == .bridge ? "bridge" : d.kind.isMacvlan ? "macvlan" : "veth"
             if link.kind != kind { problems.append("\(d.namespace): \(d.name) is \(link.kind ?? "?"), expected \(kind)") }
             if link.master != d.master { problems.append("\(d.namespace): \(d.name) master \(link.master.map(String.init) ?? "none"), expected \(d.master.map(String.init) ?? "none")") }
             for a in d.addresses where !snap.addresses.contains(where: {

@@ -10,6 +10,8 @@ public struct RoundTrip: Sendable, CustomStringConvertible {
     public var delivered: Bool
     /// The sender got the answer.
     public var answered: Bool
+    /// Why the sender's kernel refused to send at all (`sendto` → ENETUNREACH, EPERM …).
+    public var refused: String?
     /// The source address the responder saw (after any NAT), as text.
     public var seenSource: String?
     /// What the responder answered (its identity, for UDP).
@@ -18,6 +20,7 @@ public struct RoundTrip: Sendable, CustomStringConvertible {
 
     public var description: String {
         var s = "\(request): "
+        if let refused { return s + "refused by the sender's kernel: \(refused)" }
         if !delivered { return s + "not delivered" }
         s += "delivered"
         if let seenSource { s += " (seen from \(seenSource))" }
@@ -50,9 +53,12 @@ public enum Echo {
         }
         if let source { try client.bind(SocketAddress(bytes: source, port: 0), what: "source \(formatAddress(source))") }
         let payload = Array("xfrmlab probe \(UInt32.random(in: 0...UInt32.max))".utf8)
-        try client.send(payload, to: SocketAddress(bytes: destination, port: port))
-
         var trip = RoundTrip(request: describe, delivered: false, answered: false, seconds: 0)
+        if let refusal = try Echo.send(client, payload, to: SocketAddress(bytes: destination, port: port)) {
+            trip.refused = refusal
+            return trip
+        }
+
         var peer = SocketAddress()
         guard let got = try server.receive(timeout: timeout, from: &peer), got == payload else {
             trip.seconds = Date().timeIntervalSince(started)
@@ -87,8 +93,11 @@ public enum Echo {
             packet[2] = UInt8(c >> 8)
             packet[3] = UInt8(c & 0xff)
         }
-        try s.send(packet, to: SocketAddress(bytes: destination, port: 0))
         var trip = RoundTrip(request: describe, delivered: false, answered: false, seconds: 0)
+        if let refusal = try Echo.send(s, packet, to: SocketAddress(bytes: destination, port: 0)) {
+            trip.refused = refusal
+            return trip
+        }
         let deadline = Date().addingTimeInterval(timeout)
         while deadline.timeIntervalSinceNow > 0 {
             var peer = SocketAddress()
@@ -104,6 +113,16 @@ public enum Echo {
         }
         trip.seconds = Date().timeIntervalSince(started)
         return trip
+    }
+
+    /// Sends, turning the kernel's refusals to route or pass the packet into an observation.
+    static func send(_ socket: Socket, _ bytes: [UInt8], to address: SocketAddress) throws -> String? {
+        do {
+            try socket.send(bytes, to: address)
+            return nil
+        } catch let e as SystemCallError where [ENETUNREACH, EHOSTUNREACH, EPERM, EACCES, EADDRNOTAVAIL, EINVAL].contains(e.errno) {
+            return "sendto → \(errnoName(e.errno)) (\(errnoText(e.errno)))"
+        }
     }
 
     static func checksum(_ bytes: [UInt8]) -> UInt16 {

@@ -116,7 +116,7 @@ final class TopologyReader {
     // MARK: Networks
 
     func network(_ r: Reader) -> Network? {
-        guard let f = r.mapping(["name", "subnets", "bridge", "mtu", "members"]) else {
+        guard let f = r.mapping(["name", "subnets", "bridge", "mtu", "kind", "members"]) else {
             interfacesComplete = false
             return nil
         }
@@ -139,6 +139,14 @@ final class TopologyReader {
             if items.isEmpty { subnetsReader.problem("a network needs at least one subnet") }
         }
         let mtu = f["mtu"]?.number(68...65535).map { Int($0) }
+        var kind = Network.Kind.veth
+        if let kindReader = f["kind"], let k = kindReader.scalar() {
+            if let v = Network.Kind(rawValue: k) {
+                kind = v
+            } else {
+                kindReader.problem("kind \(quoted(k)) is not one of \(Network.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
 
         var context = MemberContext(label: label, subnets: subnets, subnetsComplete: subnetsComplete)
         var members: [Attachment] = []
@@ -156,10 +164,14 @@ final class TopologyReader {
                 bridgeReader.problem("bridge \(quoted(b)) is not a member of \(label) "
                     + "(members: \(listing(context.hosts.keys.sorted())))")
             }
+            if kind == .macvlan {
+                bridgeReader.problem("a macvlan network has no bridge host: its members' macvlans sit on a bridge in a switch namespace of its own (a macvlan cannot reach its lower device)")
+            }
             bridge = b
         }
         guard let name else { return nil }
-        return Network(name: name, subnets: subnets, members: members, bridge: bridge, mtu: mtu, location: r.location)
+        return Network(name: name, subnets: subnets, members: members, bridge: bridge, mtu: mtu, kind: kind,
+                       location: r.location)
     }
 
     /// What the members of one network share while they are read.

@@ -79,7 +79,8 @@ public struct Sysctl: Hashable, Sendable, Codable {
 
 /// A layer-2 segment. Two members are joined by a veth pair; more than two by a bridge that
 /// lives in the namespace of `bridge` (a member host), or, when that is absent, in a switch
-/// namespace of its own. A single member gets a bridge with no ports (a stub interface that
+/// namespace of its own. With `kind: macvlan` every member gets a macvlan device (bridge
+/// mode) on a bridge in a switch namespace instead of a veth pair. A single member gets a bridge with no ports (a stub interface that
 /// holds the host's private subnet).
 public struct Network: Hashable, Sendable, Codable {
     public var name: String
@@ -88,15 +89,23 @@ public struct Network: Hashable, Sendable, Codable {
     /// The member host whose interface on this network is the bridge itself.
     public var bridge: String?
     public var mtu: Int?
+    /// How members attach: veth pairs (to each other or to a bridge port), or macvlan devices
+    /// (bridge mode) on the network's bridge.
+    public var kind: Kind
     public var location: SourceLocation?
 
+    public enum Kind: String, Hashable, Sendable, Codable, CaseIterable {
+        case veth, macvlan
+    }
+
     public init(name: String, subnets: [CIDR], members: [Attachment], bridge: String? = nil,
-                mtu: Int? = nil, location: SourceLocation? = nil) {
+                mtu: Int? = nil, kind: Kind = .veth, location: SourceLocation? = nil) {
         self.name = name
         self.subnets = subnets
         self.members = members
         self.bridge = bridge
         self.mtu = mtu
+        self.kind = kind
         self.location = location
     }
 }

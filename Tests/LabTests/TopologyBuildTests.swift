@@ -54,6 +54,44 @@ struct TopologyBuildTests {
         }
     }
 
+    @Test("macvlan networks: members' macvlans on a bridge in a switch namespace reach each other")
+    func macvlanNetworks() async throws {
+        let yaml = """
+        name: macvlans
+        hosts:
+          a: {}
+          b: {}
+          c: {}
+          gw: {}
+        networks:
+          - name: shared
+            kind: macvlan
+            subnets: [10.77.0.0/24, "2001:db8:77::/64"]
+            members:
+              - { host: a, interface: mv0, addresses: [10.77.0.1, "2001:db8:77::1"] }
+              - { host: b, interface: mv0, addresses: [10.77.0.2, "2001:db8:77::2"] }
+          - name: other
+            kind: macvlan
+            subnets: [10.78.0.0/24]
+            members:
+              - { host: gw, interface: mv9, addresses: [10.78.0.254] }
+              - { host: c, interface: mv1, addresses: [10.78.0.3] }
+        """
+        try await Topology.parse(yaml: yaml, file: "macvlans.yaml").withLab { lab in
+            #expect(try lab.verify() == [])
+            #expect(try lab.snapshot("a").links.first { $0.name == "mv0" }?.kind == "macvlan")
+            #expect(lab.namespaces["_sw-shared"] != nil)
+            let v4 = try Echo.udp(from: lab.namespace("a"), to: lab.namespace("b"), destination: [10, 77, 0, 2])
+            #expect(v4.answered, "\(v4)")
+            let v6 = try Echo.ping(from: lab.namespace("b"), destination: lab.address(of: "a", family: .ipv6).bytes)
+            #expect(v6.answered, "\(v6)")
+            let other = try Echo.ping(from: lab.namespace("c"), destination: [10, 78, 0, 254])
+            #expect(other.answered, "\(other)")
+            let across = try Echo.ping(from: lab.namespace("c"), destination: [10, 77, 0, 1])
+            #expect(!across.answered, "two macvlan networks must not be joined: \(across)")
+        }
+    }
+
     @Test("a route the kernel refuses names the file line and leaves nothing behind")
     func kernelRefusalRollsBack() async throws {
         // 203.0.113.1 is on no subnet of west: the kernel refuses the gateway.

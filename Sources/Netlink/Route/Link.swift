@@ -113,11 +113,16 @@ public enum LinkRequest {
                        attributes: attrs, summary: s, origin: origin)
     }
 
-    /// A macvlan device on `lowerIndex`. Equivalent to `ip link add NAME link LOWER type macvlan mode MODE`.
+    /// A macvlan device on `lowerIndex` (in the socket's namespace), placed in the namespace
+    /// open as `targetNamespaceFD` when given. It stays down: a device moved at creation is
+    /// brought up in its own namespace.
+    ///
+    /// Equivalent to `ip link add link LOWER name NAME index I [netns NS] type macvlan mode bridge`.
     public static func macvlan(namespace: String?, name: String, index: Int32 = 0, lowerIndex: Int32,
-                               mode: UInt32 = UInt32(MACVLAN_MODE_BRIDGE.rawValue), up: Bool = true,
+                               mode: UInt32 = UInt32(MACVLAN_MODE_BRIDGE.rawValue), mtu: UInt32? = nil,
+                               targetNamespaceFD: Int32? = nil, targetNamespaceName: String? = nil,
                                origin: String? = nil) -> Request {
-        let attrs: [Attribute] = [
+        var attrs: [Attribute] = [
             .string(nl16(IFLA_IFNAME), name),
             .u32(nl16(IFLA_LINK), UInt32(lowerIndex)),
             .nest(nl16(IFLA_LINKINFO), [
@@ -125,9 +130,14 @@ public enum LinkRequest {
                 .nest(nl16(IFLA_INFO_DATA), [.u32(nl16(IFLA_MACVLAN_MODE), mode)]),
             ]),
         ]
-        return Request(type: nl16(RTM_NEWLINK), flags: .add, header: header(index: index, up: up), attributes: attrs,
-                       summary: ipPrefix(namespace) + "link add \(name) link \(lowerIndex) type macvlan mode \(mode)",
-                       origin: origin)
+        if let mtu { attrs.append(.u32(nl16(IFLA_MTU), mtu)) }
+        if let targetNamespaceFD { attrs.append(.u32(nl16(IFLA_NET_NS_FD), UInt32(targetNamespaceFD))) }
+        var s = ipPrefix(namespace) + "link add link \(lowerIndex) name \(name)"
+        if index != 0 { s += " index \(index)" }
+        if let targetNamespaceName { s += " netns \(targetNamespaceName)" }
+        s += " type macvlan mode \(mode == UInt32(MACVLAN_MODE_BRIDGE.rawValue) ? "bridge" : String(mode))"
+        return Request(type: nl16(RTM_NEWLINK), flags: .add, header: header(index: index), attributes: attrs,
+                       summary: s, origin: origin)
     }
 
     /// Equivalent to `ip link set dev NAME up|down` (by index).

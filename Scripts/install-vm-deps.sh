@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what `xfrmlab matrix` needs to boot other kernels in VMs, and only what is missing
+# (idempotent; `apt-get update` only when a package is unknown to apt's lists).
+# Called by `make test`/`make matrix` with the kernels asked for:
+#
+#   Scripts/install-vm-deps.sh [KERNEL…]
+#
+# KERNEL is a Debian kernel alias — 6.1, 6.1-cloud, 6.1-rt, 6.12, 6.12-cloud, 6.12-rt — installed
+# from Debian's meta-packages (newest point release). Anything else (host, a path to a bzImage, a
+# release already in /boot) needs nothing installed and is skipped here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# qemu boots the kernels (TCG when nested KVM fails, as on the machines this was written on);
+# virtme-ng's initramfs needs a statically linked busybox (busybox-static replaces busybox).
+apt_packages=(qemu-system-x86 busybox-static python3-pip)
+for k in "$@"; do
+    case "$k" in
+        6.1)         apt_packages+=(linux-image-amd64) ;;
+        6.1-cloud)   apt_packages+=(linux-image-cloud-amd64) ;;
+        6.1-rt)      apt_packages+=(linux-image-rt-amd64) ;;
+        6.12)        apt_packages+=(linux-image-6.12-amd64) ;;
+        6.12-cloud)  apt_packages+=(linux-image-6.12-cloud-amd64) ;;
+        6.12-rt)     apt_packages+=(linux-image-6.12-rt-amd64) ;;
+        *) ;;
+    esac
+done
+
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "vm-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    for p in "${missing[@]}"; do
+        if ! apt-cache show "$p" >/dev/null 2>&1; then
+            apt-get update -qq
+            break
+        fi
+    done
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# PyPI: virtme-ng (vng), pinned to the version the matrix was written against.
+python=${PYTHON:-python3}
+virtme_ng_version=1.42
+if ! command -v vng >/dev/null 2>&1 || [ "$("$python" -m pip show virtme-ng 2>/dev/null | sed -n 's/^Version: //p')" != "$virtme_ng_version" ]; then
+    echo "vm-deps: pip install virtme-ng==$virtme_ng_version"
+    "$python" -m pip install -q --disable-pip-version-check "virtme-ng==$virtme_ng_version"
+    hash -r
+fi
