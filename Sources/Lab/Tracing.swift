@@ -1,0 +1,22 @@
+import Probes
+
+extension Lab {
+    /// Starts tracing packets at `hooks` in `hosts` (all hosts when empty): nftables log rules
+    /// in each namespace and an nfnetlink_log listener for them. End it with `stop()`.
+    public func tracer(hosts: [String] = [], hooks: [Hook] = Hook.allCases, priority: String = "mangle + 1",
+                       match: String = "meta l4proto != ipv6-icmp") throws -> Tracer {
+        let chosen = hosts.isEmpty ? hostNames : hosts
+        let points = try chosen.map { host in
+            Tracer.Point(host: host, namespace: try namespace(host),
+                         interfaceNames: Dictionary(uniqueKeysWithValues: plan.devices.filter { $0.namespace == host }.map { ($0.index, $0.name) } + [(1, "lo")]))
+        }
+        return try Tracer(points: points, hooks: hooks, priority: priority, match: match)
+    }
+
+    /// Traces what `action` sends, then removes the log rules.
+    public func trace<T>(hosts: [String] = [], hooks: [Hook] = Hook.allCases, _ action: () throws -> T) throws -> (result: T, trace: Trace) {
+        let t = try tracer(hosts: hosts, hooks: hooks)
+        defer { t.stop() }
+        return try t.capture(action)
+    }
+}

@@ -1,0 +1,63 @@
+import Lab
+import Probes
+import Testing
+import Topology
+
+@Suite("Packets traced hook by hook over nfnetlink_log", .tags(.privileged), .needsNamespaces)
+struct TraceTests {
+    @Test("a UDP packet marked 0x1 leaves west with its mark and is forwarded by east; an unmarked one goes straight to nic")
+    func markedPathThroughEast() async throws {
+        try await Topology.load(path: topologyFile("north-east-west")).withLab { lab in
+            let west = try lab.namespace("west"), north = try lab.namespace("north")
+            let northAddress = try lab.address(of: "north").bytes
+            let (marked, markedTrace) = try lab.trace {
+                try Echo.udp(from: west, to: north, destination: northAddress, port: 7200, mark: 0x1)
+            }
+            #expect(marked.answered, "\(marked)")
+            let viaEast = PathExpectation("marked request via east")
+                .then(.on("west", .output).udp(to: northAddress, port: 7200).mark(0x1, mask: 0xff))
+                .then(.on("west", .postrouting).udp(to: northAddress).mark(0x1).out("eth1"))
+                // The mark stays behind: crossing into another namespace scrubs it.
+                .then(.on("east", .prerouting).udp(to: northAddress).mark(0).in("eth1"))
+                .then(.on("east", .forward).udp(to: northAddress).in("eth1").out("eth1"))
+                .then(.on("nic", .forward).udp(to: northAddress).out("eth2"))
+                .then(.on("north", .input).udp(to: northAddress).in("eth1"))
+                .then(.on("north", .output).udp(from: northAddress))
+                .then(.on("west", .input).udp(from: northAddress))
+                .never(.on("east", .forward).udp(from: northAddress))
+            let verdict = viaEast.evaluate(markedTrace)
+            #expect(verdict.passed, "\(verdict.report)")
+
+            let (plain, plainTrace) = try lab.trace {
+                try Echo.udp(from: west, to: north, destination: northAddress, port: 7201)
+            }
+            #expect(plain.answered)
+            let direct = PathExpectation("unmarked request straight to nic")
+                .then(.on("west", .postrouting).udp(to: northAddress).mark(0).out("eth1"))
+                .then(.on("nic", .forward).udp(to: northAddress).in("eth1").out("eth2"))
+                .never(.on("east", .forward).udp(to: northAddress))
+            let plainVerdict = direct.evaluate(plainTrace)
+            #expect(plainVerdict.passed, "\(plainVerdict.report)")
+        }
+    }
+
+    @Test("a wrong expectation fails and shows the actual trace beside the expected path")
+    func wrongExpectationShowsTrace() async throws {
+        try await Topology.load(path: topologyFile("north-east-west")).withLab { lab in
+            let northAddress = try lab.address(of: "north").bytes
+            let (_, trace) = try lab.trace(hosts: ["west", "east"]) {
+                try Echo.udp(from: lab.namespace("west"), to: lab.namespace("north"), destination: northAddress, port: 7202)
+            }
+            // Deliberately wrong: the unmarked packet does not pass east, and has no mark 0x2.
+            let wrong = PathExpectation("deliberately wrong")
+                .then(.on("west", .postrouting).udp(to: northAddress).mark(0x2))
+                .then(.on("east", .forward).udp(to: northAddress))
+            let verdict = wrong.evaluate(trace)
+            #expect(!verdict.passed)
+            #expect(verdict.report.contains("missing: west postrouting: udp to 192.1.3.33 mark 0x2"))
+            #expect(verdict.report.contains("missing: east forward: udp to 192.1.3.33"))
+            #expect(verdict.report.contains("actual trace:"))
+            #expect(verdict.report.contains("west postrouting: udp 192.1.2.45:"))
+        }
+    }
+}
