@@ -30,6 +30,10 @@ public final class Lab: @unchecked Sendable {
     public let logger: Logger
     private var ended = false
     public let options: LabOptions
+    /// The kernel log from bring-up on.
+    let kernelLog = KernelLog()
+    /// Kernel warnings seen between bring-up and teardown (filled by `down()`).
+    public private(set) var kernelWarnings: [String] = []
     /// Seconds the bring-up took, by phase.
     public private(set) var timings: [(phase: String, seconds: Double)] = []
 
@@ -148,7 +152,10 @@ public final class Lab: @unchecked Sendable {
         ended = true
         let all = Array(namespaces.values)
         namespaces = [:]
-        defer { run.finish() }
+        defer {
+            run.finish()
+            kernelWarnings += kernelLog?.problems() ?? []
+        }
         if options.verifyRelease {
             return try NamespaceReaper.delete(all, timeout: options.releaseTimeout)
         }
@@ -179,6 +186,10 @@ extension Topology {
             throw error
         }
         try lab.down()
+        // A splat or a leaked reference during the lab fails it, as in netdev CI.
+        if !lab.kernelWarnings.isEmpty {
+            throw LabError("the kernel logged warnings while lab \(lab.run.id) was up:\n" + lab.kernelWarnings.joined(separator: "\n"))
+        }
         return result
     }
 }

@@ -130,6 +130,7 @@ public final class Run: @unchecked Sendable {
 
     /// Removes the run's files and releases its lock (after its namespaces are gone).
     public func finish() {
+        unlink(Run.statePath(id) + ".tmp")
         unlink(Run.statePath(id))
         unlink(Run.lockPath(id))
         if lockFD >= 0 {
@@ -187,6 +188,21 @@ public final class Run: @unchecked Sendable {
         return byID.keys.sorted().map { id in
             Found(id: id, state: readState(id), namespaces: byID[id]!.sorted(), live: isLocked(id))
         }
+    }
+
+    /// Removes the temporary files of runs killed while writing them: a lock file not yet
+    /// moved into place (`.ID.PID`) whose process is gone. Returns what it removed.
+    @discardableResult
+    public static func sweepTemporaryFiles() -> [String] {
+        var removed: [String] = []
+        for file in (try? FileManager.default.contentsOfDirectory(atPath: lockDirectory)) ?? [] where file.hasPrefix(".") {
+            guard let pid = Int32(file.split(separator: ".").last ?? "") else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                unlink(lockDirectory + "/" + file)
+                removed.append(file)
+            }
+        }
+        return removed
     }
 
     static func isLocked(_ id: String) -> Bool {

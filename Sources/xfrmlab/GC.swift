@@ -20,6 +20,7 @@ struct GC: ParsableCommand {
         global.bootstrap()
         try requireRoot()
         var removed = 0
+        if !dryRun { removed += Run.sweepTemporaryFiles().count }
         for found in Run.all() where !found.live {
             if found.state?.detached == true && !includeDetached { continue }
             if dryRun {

@@ -18,13 +18,7 @@ struct Up: ParsableCommand {
     func run() throws {
         global.bootstrap()
         try requireRoot()
-        // Block the stop signals before any thread exists, so every thread inherits the mask
-        // and the main thread alone takes them with sigwait.
-        var stopSignals = sigset_t()
-        sigemptyset(&stopSignals)
-        sigaddset(&stopSignals, SIGINT)
-        sigaddset(&stopSignals, SIGTERM)
-        if foreground { pthread_sigmask(SIG_BLOCK, &stopSignals, nil) }
+        if foreground { StopSignal.install() }
         let topology = try Topology.load(path: topologyPath(file))
         let started = Date()
         let lab = try Lab.up(topology)
@@ -32,8 +26,7 @@ struct Up: ParsableCommand {
         if foreground {
             print("run \(lab.run.id): \(topology.name) is up in \(String(format: "%.1f", seconds * 1000)) ms; SIGINT or SIGTERM tears it down")
             fflush(nil)
-            var received: Int32 = 0
-            sigwait(&stopSignals, &received)
+            StopSignal.wait()
             let report = try lab.down()
             print("down: \(report.map(String.init(describing:)) ?? "done")")
             return
@@ -52,5 +45,30 @@ struct Up: ParsableCommand {
             }
             print("inspect with `xfrmlab show`, enter with `xfrmlab exec HOST -- CMD`, end with `xfrmlab down`")
         }
+    }
+}
+
+/// SIGINT and SIGTERM turned into a byte on a pipe, so the main thread can wait for them
+/// whichever thread the kernel delivers them to.
+enum StopSignal {
+    nonisolated(unsafe) static var pipeFDs: [Int32] = [-1, -1]
+
+    /// Catches the signals from now on (before the lab exists, so none is lost).
+    static func install() {
+        guard pipe(&pipeFDs) == 0 else { return }
+        let handler: @convention(c) (Int32) -> Void = { _ in
+            var byte: UInt8 = 1
+            _ = write(StopSignal.pipeFDs[1], &byte, 1)
+        }
+        signal(SIGINT, handler)
+        signal(SIGTERM, handler)
+    }
+
+    /// Blocks until one of them came.
+    static func wait() {
+        var byte: UInt8 = 0
+        while read(pipeFDs[0], &byte, 1) < 0 && errno == EINTR {}
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
     }
 }

@@ -59,4 +59,47 @@ struct CommandTests {
         #expect(namespacesLeft(prefix: "xl\(id)-").isEmpty)
         #expect(!Run.all().contains { $0.id == id })
     }
+
+    @Test("SIGKILL at 20 moments of up, traffic and down leaves only what gc removes; gc spares a live run; the next run works")
+    func killedAnywhere() throws {
+        // A live run that every gc must leave alone.
+        let keeper = try Namespaces.Process.spawn([xfrmlabBinary, "up", "--foreground", topologyFile("client1-client2-server")],
+                                                  namespaceFD: -1, stdin: -1, stdout: -1, stderr: -1)
+        var status: Int32 = 0
+        defer { kill(keeper, SIGKILL); waitpid(keeper, &status, 0); _ = try? xfrmlab(["gc"]) }
+        var keeperRun: Run.Found?
+        try #require(poll(timeout: 30) {
+            keeperRun = Run.all().first { $0.state?.pid == keeper && $0.namespaces.count == 6 }
+            return keeperRun != nil
+        }, "the live run never came up")
+
+        // `xfrmlab run` goes through up, traffic and a verified down in about 0.3 s here;
+        // kill it at spread-out moments (fixed seed: a failure can be replayed).
+        var rng = SplitMix64(state: 0xC0FF_EE00)
+        var moments: [Int] = []
+        for i in 0..<20 {
+            let delay = i < 4 ? i * 3_000 : Int.random(in: 0...400_000, using: &rng)
+            moments.append(delay)
+            let victim = try Namespaces.Process.spawn([xfrmlabBinary, "run", "connectivity", "--topology", topologyFile("north-east-west")],
+                                                      namespaceFD: -1, stdin: -1, stdout: -1, stderr: -1)
+            usleep(UInt32(delay))
+            kill(victim, SIGKILL)
+            waitpid(victim, &status, 0)
+            let gc = try xfrmlab(["gc"])
+            #expect(gc.succeeded, "gc after a kill at \(delay) µs: \(gc)")
+            let dead = Run.all().filter { !$0.live && $0.state?.detached != true }
+            #expect(dead.isEmpty, "after a kill at \(delay) µs gc left \(dead.map { "\($0.id): \($0.namespaces)" })")
+            #expect(namespacesLeft(prefix: "xl\(keeperRun!.id)-").count == 6, "gc touched the live run (kill at \(delay) µs)")
+            let strays = ((try? FileManager.default.contentsOfDirectory(atPath: Run.stateDirectory + "/locks")) ?? [])
+                .filter { $0.hasPrefix(".") && $0.hasSuffix(".\(victim)") }
+            #expect(strays.isEmpty, "temporary lock files of the killed run remain: \(strays)")
+        }
+        // The keeper still works, and a new run needs no manual cleanup.
+        let trip = try xfrmlab(["run", "connectivity", "--topology", topologyFile("north-east-west")])
+        #expect(trip.succeeded, "\(trip.standardOutput)\(trip.standardError)")
+        kill(keeper, SIGTERM)
+        waitpid(keeper, &status, 0)
+        #expect(status == 0, "the live run did not tear down cleanly on SIGTERM")
+        #expect(namespacesLeft(prefix: "xl\(keeperRun!.id)-").isEmpty)
+    }
 }

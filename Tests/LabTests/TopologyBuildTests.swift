@@ -95,8 +95,10 @@ struct TopologyBuildTests {
     @Test("a route the kernel refuses names the file line and leaves nothing behind")
     func kernelRefusalRollsBack() async throws {
         // 203.0.113.1 is on no subnet of west: the kernel refuses the gateway.
+        // A name of this process's own: another suite may run the same test at the same time.
+        let name = "refused-\(getpid())"
         let yaml = """
-        name: refused
+        name: \(name)
         hosts:
           west:
             routes:
@@ -115,7 +117,7 @@ struct TopologyBuildTests {
         #expect(error.origin?.hasPrefix("refused.yaml:5:") == true, "\(error)")
         #expect(error.request.contains("route add 10.9.0.0/16 via 203.0.113.1"))
         // Other tests run in parallel: look for this topology's run only.
-        let left = Run.all().filter { $0.state?.topology == "refused" }
+        let left = Run.all().filter { $0.state?.topology == name }
         #expect(left.isEmpty, "a run was left: \(left.map(\.id)) \(left.flatMap(\.namespaces))")
     }
 

@@ -1,0 +1,33 @@
+import Foundation
+import Lab
+import Probes
+import Testing
+import Topology
+
+@Suite("Large topologies", .tags(.privileged), .needsNamespaces)
+struct LoadTests {
+    @Test("1,000 hosts on one bridge come up, carry traffic end to end, and are all freed")
+    func thousandHosts() async throws {
+        let topology = Topology.star(hosts: 1000)
+        let started = Date()
+        let lab = try Lab.up(topology, options: LabOptions(releaseTimeout: 120))
+        let upSeconds = Date().timeIntervalSince(started)
+        do {
+            #expect(lab.namespaces.count == 1001)
+            let hub = try lab.snapshot("hub")
+            #expect(hub.links.filter { $0.master != nil }.count == 1000, "bridge ports")
+            for (from, to) in [("h1", "h1000"), ("h500", "hub"), ("h1000", "h2")] {
+                let trip = try Echo.udp(from: lab.namespace(from), to: lab.namespace(to),
+                                        destination: lab.address(of: to).bytes, port: 7400)
+                #expect(trip.answered, "\(trip)")
+            }
+        } catch {
+            _ = try? lab.down()
+            throw error
+        }
+        let report = try #require(try lab.down())
+        #expect(report.complete, "\(report)")
+        #expect(report.unhashed == 1001)
+        print("1000 hosts: up \(String(format: "%.2f", upSeconds)) s, \(report)")
+    }
+}
