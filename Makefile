@@ -3,7 +3,7 @@ SWIFT ?= swift
 BIN := .build/debug
 export PATH := $(PATH):/opt/swift/usr/bin:/usr/sbin:/sbin
 
-.PHONY: deps build build-tests run test test-host bench clean gc
+.PHONY: deps build build-tests run test test-host bench clean gc docs
 
 deps:
 	@Scripts/install-deps.sh
@@ -31,6 +31,11 @@ bench: deps
 # Remove what killed runs left behind (never a live run's namespaces).
 gc: build
 	$(BIN)/xfrmlab gc
+
+# Pictures of the default topologies for README.md.
+docs: build
+	$(BIN)/xfrmlab graph north-east-west -o Docs/north-east-west
+	$(BIN)/xfrmlab graph client1-client2-server -o Docs/client1-client2-server
 
 clean:
 	rm -rf .build

@@ -1,0 +1,33 @@
+/// Graphviz (DOT) text for a topology: hosts as boxes, networks as ellipses with their
+/// subnets, an edge per attachment labelled with the interface and its addresses.
+extension Topology {
+    public func dot() -> String {
+        // Names and addresses are validated (no quotes or backslashes); `\n` breaks label lines.
+        func q(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "'") + "\"" }
+        var out = "graph \(q(name)) {\n"
+        out += "  graph [layout=neato, overlap=false, splines=true, sep=\"+12\", fontname=\"Helvetica\", label=\(q(name)), labelloc=t, fontsize=16, pad=0.3];\n"
+        out += "  node [fontname=\"Helvetica\", fontsize=11];\n  edge [fontname=\"Helvetica\", fontsize=9, color=\"#555555\"];\n"
+        for h in hosts {
+            var lines = ["<B>\(h.name)</B>"]
+            if h.forwarding { lines.append("forwarding") }
+            for m in h.masquerade { lines.append("masquerade out \(m.out)" + (m.from.map { " from \($0)" } ?? "")) }
+            for r in h.rules { lines.append(html(r.description.replacingOccurrences(of: "rule ", with: ""))) }
+            for r in h.routes where r.table != .main { lines.append(html("route \(r)")) }
+            out += "  \(q("host:" + h.name)) [shape=box, style=\"rounded,filled\", fillcolor=\"#dbe9f6\", label=<\(lines.joined(separator: "<BR/>"))>];\n"
+        }
+        for n in networks {
+            let subnets = n.subnets.map { html($0.description) }.joined(separator: "<BR/>")
+            let kind = n.kind == .macvlan ? "<BR/><I>macvlan</I>" : (n.members.count > 2 ? "<BR/><I>bridge in \(n.bridge ?? "switch")</I>" : "")
+            out += "  \(q("net:" + n.name)) [shape=ellipse, style=filled, fillcolor=\"#f3f3f3\", label=<<B>\(html(n.name))</B><BR/>\(subnets)\(kind)>];\n"
+            for m in n.members {
+                let label = ([m.interface] + m.addresses.map(\.description)).joined(separator: "\\n")
+                out += "  \(q("host:" + m.host)) -- \(q("net:" + n.name)) [label=\(q(label)), len=2.2];\n"
+            }
+        }
+        return out + "}\n"
+    }
+}
+
+private func html(_ s: String) -> String {
+    s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+}
