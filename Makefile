@@ -3,7 +3,7 @@ SWIFT ?= swift
 BIN := .build/debug
 export PATH := $(PATH):/opt/swift/usr/bin:/usr/sbin:/sbin
 
-.PHONY: deps build build-tests run test test-host bench clean gc docs
+.PHONY: deps build build-tests run test test-host bench clean gc docs fuzz
 
 deps:
 	@Scripts/install-deps.sh
@@ -31,6 +31,13 @@ bench: deps
 # Remove what killed runs left behind (never a live run's namespaces).
 gc: build
 	$(BIN)/xfrmlab gc
+
+# libFuzzer over the topology loader and the netlink parsers (FUZZ_SECONDS, default 120).
+FUZZ_SECONDS ?= 120
+fuzz: deps
+	$(SWIFT) build --scratch-path .build-fuzz --sanitize fuzzer -Xswiftc -DFUZZING --product XfrmLabFuzz
+	mkdir -p .build-fuzz/corpus
+	.build-fuzz/debug/XfrmLabFuzz -max_total_time=$(FUZZ_SECONDS) -max_len=8192 .build-fuzz/corpus Fixtures/fuzz-seeds
 
 # Pictures of the default topologies for README.md.
 docs: build

@@ -32,6 +32,9 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // `make fuzz`: libFuzzer over the topology loader and every netlink reply parser.
+        .executableTarget(name: "XfrmLabFuzz", dependencies: ["Netlink", "Probes", "Topology"],
+                          swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "CNetlink"]),
         .testTarget(name: "TopologyTests", dependencies: ["Topology"], resources: [.copy("BadTopologies")]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink"]),
