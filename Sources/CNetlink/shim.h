@@ -16,5 +16,6 @@
 #include <linux/xfrm.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_log.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
 #include <libmnl/libmnl.h>
 #endif

@@ -76,6 +76,65 @@ public enum Echo {
         return trip
     }
 
+    /// Opens a TCP connection from `from` to a listener on `to`'s `destination:port`, sends a
+    /// line and reads the listener's answer (its identity). Equivalent to a one-shot `nc`
+    /// client and server; the whole handshake, request and answer cross the path both ways.
+    public static func tcp(from: Namespace, to: Namespace, destination: [UInt8], port: UInt16 = 7000,
+                           source: [UInt8]? = nil, mark: UInt32? = nil, identity: String? = nil,
+                           timeout: Double = 2) throws -> RoundTrip {
+        let started = Date()
+        let family = destination.count == 4 ? AF_INET : AF_INET6
+        let describe = "tcp \(from.name) → \(formatAddress(destination)):\(port)" + (mark.map { " mark 0x\(String($0, radix: 16))" } ?? "")
+        var trip = RoundTrip(request: describe, delivered: false, answered: false, seconds: 0)
+        defer { trip.seconds = Date().timeIntervalSince(started) }
+        let listener = Socket(fd: try to.openSocket(domain: family, type: Int32(SOCK_STREAM.rawValue), protocol: 0))
+        try listener.set(SOL_SOCKET, SO_REUSEADDR, 1, what: "SO_REUSEADDR")
+        try listener.bind(SocketAddress(bytes: destination, port: port), what: "\(to.name) \(formatAddress(destination)):\(port)")
+        guard listen(listener.fd, 4) == 0 else { throw SystemCallError("listen") }
+        let client = Socket(fd: try from.openSocket(domain: family, type: Int32(SOCK_STREAM.rawValue), protocol: 0))
+        if let mark { try client.set(SOL_SOCKET, SO_MARK, Int32(bitPattern: mark), what: "SO_MARK") }
+        if let source { try client.bind(SocketAddress(bytes: source, port: 0), what: "source \(formatAddress(source))") }
+        _ = fcntl(client.fd, F_SETFL, fcntl(client.fd, F_GETFL) | O_NONBLOCK)
+        let target = SocketAddress(bytes: destination, port: port)
+        if target.withPointer({ connect(client.fd, $0, $1) }) != 0 && errno != EINPROGRESS {
+            trip.refused = "connect → \(errnoName(errno)) (\(errnoText(errno)))"
+            return trip
+        }
+        // The kernel completes the handshake on its own; the listener becomes readable.
+        guard Socket.wait(listener.fd, for: POLLIN, timeout: timeout) else { return trip }
+        let accepted = accept(listener.fd, nil, nil)
+        guard accepted >= 0 else { throw SystemCallError("accept") }
+        let connection = Socket(fd: accepted)
+        guard Socket.wait(client.fd, for: POLLOUT, timeout: timeout) else { return trip }
+        var error: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(client.fd, SOL_SOCKET, SO_ERROR, &error, &length)
+        if error != 0 {
+            trip.refused = "connect → \(errnoName(error)) (\(errnoText(error)))"
+            return trip
+        }
+        let payload = Array("xfrmlab probe\n".utf8)
+        guard write(client.fd, payload, payload.count) == payload.count else { throw SystemCallError("write") }
+        guard Socket.wait(connection.fd, for: POLLIN, timeout: timeout) else { return trip }
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let got = read(connection.fd, &buffer, buffer.count)
+        guard got > 0, Array(buffer[0..<got]) == payload else { return trip }
+        trip.delivered = true
+        var peer = SocketAddress()
+        if peer.withMutablePointer({ getpeername(connection.fd, $0, $1) }) == 0 {
+            trip.seenSource = "\(formatAddress(peer.addressBytes)):\(peer.port)"
+        }
+        let answer = Array((identity ?? to.name).utf8)
+        _ = write(connection.fd, answer, answer.count)
+        guard Socket.wait(client.fd, for: POLLIN, timeout: timeout) else { return trip }
+        let back = read(client.fd, &buffer, buffer.count)
+        if back > 0 {
+            trip.answered = true
+            trip.reply = String(decoding: buffer[0..<back], as: UTF8.self)
+        }
+        return trip
+    }
+
     /// Sends an ICMP or ICMPv6 echo request from `from` and waits for the matching reply.
     /// Equivalent to `ip netns exec FROM ping -c 1 [-m MARK] DESTINATION`.
     public static func ping(from: Namespace, destination: [UInt8], mark: UInt32? = nil, timeout: Double = 2) throws -> RoundTrip {

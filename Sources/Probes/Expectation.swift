@@ -12,6 +12,7 @@ public struct HopPattern: Sendable, CustomStringConvertible {
     public var destinationPort: UInt16?
     public var spi: UInt32?
     public var mark: (value: UInt32, mask: UInt32)?
+    public var connectionMark: (value: UInt32, mask: UInt32)?
     public var inInterface: String?
     public var outInterface: String?
 
@@ -21,6 +22,14 @@ public struct HopPattern: Sendable, CustomStringConvertible {
         var p = self
         p.proto = .udp
         p.encapsulated = false
+        p.source = source ?? p.source
+        p.destination = destination ?? p.destination
+        p.destinationPort = port
+        return p
+    }
+    public func tcp(from source: [UInt8]? = nil, to destination: [UInt8]? = nil, port: UInt16? = nil) -> HopPattern {
+        var p = self
+        p.proto = .tcp
         p.source = source ?? p.source
         p.destination = destination ?? p.destination
         p.destinationPort = port
@@ -46,6 +55,8 @@ public struct HopPattern: Sendable, CustomStringConvertible {
     public func to(_ a: [UInt8]) -> HopPattern { var p = self; p.destination = a; return p }
     /// The packet's mark, compared under `mask` (`mark & mask == value & mask`).
     public func mark(_ value: UInt32, mask: UInt32 = .max) -> HopPattern { var p = self; p.mark = (value, mask); return p }
+    /// The connection's mark (`ct mark`), compared under `mask`.
+    public func connectionMark(_ value: UInt32, mask: UInt32 = .max) -> HopPattern { var p = self; p.connectionMark = (value, mask); return p }
     public func `in`(_ name: String) -> HopPattern { var p = self; p.inInterface = name; return p }
     public func out(_ name: String) -> HopPattern { var p = self; p.outInterface = name; return p }
 
@@ -64,6 +75,7 @@ public struct HopPattern: Sendable, CustomStringConvertible {
         if let destination, hop.packet.destination != destination { return false }
         if let destinationPort, hop.packet.destinationPort != destinationPort { return false }
         if let mark, hop.mark & mark.mask != mark.value & mark.mask { return false }
+        if let connectionMark, (hop.connectionMark ?? 0) & connectionMark.mask != connectionMark.value & connectionMark.mask { return false }
         if let inInterface, hop.inInterface != inInterface { return false }
         if let outInterface, hop.outInterface != outInterface { return false }
         return true
@@ -82,6 +94,10 @@ public struct HopPattern: Sendable, CustomStringConvertible {
         if let mark {
             s += " mark 0x\(String(mark.value, radix: 16))"
             if mark.mask != .max { s += "/0x\(String(mark.mask, radix: 16))" }
+        }
+        if let connectionMark {
+            s += " ct mark 0x\(String(connectionMark.value, radix: 16))"
+            if connectionMark.mask != .max { s += "/0x\(String(connectionMark.mask, radix: 16))" }
         }
         if let inInterface { s += " in \(inInterface)" }
         if let outInterface { s += " out \(outInterface)" }

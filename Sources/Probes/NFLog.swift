@@ -15,6 +15,9 @@ public struct LoggedPacket: Sendable, Hashable {
     public var outputInterface: Int32?
     /// Per-group sequence number (`NFULA_SEQ`): the order within one namespace.
     public var sequence: UInt32?
+    /// The connection's mark (`ct mark`), when the listener asked for conntrack data and the
+    /// packet belongs to a tracked connection.
+    public var connectionMark: UInt32?
     public var packet: PacketSummary?
     public var payload: [UInt8]
 
@@ -29,6 +32,9 @@ public struct LoggedPacket: Sendable, Hashable {
         outputInterface = attrs[Int(NFULA_IFINDEX_OUTDEV.rawValue)]?.u32.map { Int32(bitPattern: UInt32(bigEndian: $0)) }
         sequence = attrs[Int(NFULA_SEQ.rawValue)]?.u32.map(UInt32.init(bigEndian:))
         payload = attrs[Int(NFULA_PAYLOAD.rawValue)]?.payload ?? []
+        if let ct = attrs[Int(NFULA_CT.rawValue)], let ctAttrs = try? ct.children() {
+            connectionMark = ctAttrs[Int(CTA_MARK.rawValue)]?.u32.map(UInt32.init(bigEndian:)) ?? 0
+        }
         packet = PacketSummary(payload)
     }
 }
@@ -41,6 +47,11 @@ public final class NFLogListener: @unchecked Sendable {
     public let group: UInt16
     public let namespace: Namespace
     let socket: NetlinkSocket
+    /// Whether packets carry their connection's data (`NFULNL_CFG_F_CONNTRACK`); false on
+    /// kernels without the conntrack glue, where asking is refused.
+    public private(set) var connectionTracking = false
+    /// The kernel's answer when it refused conntrack data.
+    public private(set) var connectionTrackingRefusal: String?
 
     public init(namespace: Namespace, group: UInt16, copyRange: UInt32 = 256) throws {
         self.group = group
@@ -54,12 +65,25 @@ public final class NFLogListener: @unchecked Sendable {
         try socket.request(NFLogListener.config(group: group, namespace: namespace.name, summary: "bind", [
             .value(UInt16(NFULA_CFG_CMD.rawValue), cmd),
         ]))
-        try socket.request(NFLogListener.config(group: group, namespace: namespace.name, summary: "copy packet, threshold 1, seq", [
+        try socket.request(NFLogListener.config(group: group, namespace: namespace.name, summary: "copy packet, threshold 1", [
             .value(UInt16(NFULA_CFG_MODE.rawValue), mode),
             .u32(UInt16(NFULA_CFG_QTHRESH.rawValue), UInt32(1).bigEndian),
             .u32(UInt16(NFULA_CFG_TIMEOUT.rawValue), UInt32(0).bigEndian),
-            .u16(UInt16(NFULA_CFG_FLAGS.rawValue), UInt16(NFULNL_CFG_F_SEQ).bigEndian),
         ]))
+        // Sequence numbers order the packets; conntrack data gives their connection's mark.
+        do {
+            try socket.request(NFLogListener.flags(group: group, namespace: namespace.name,
+                                                   UInt16(NFULNL_CFG_F_SEQ | NFULNL_CFG_F_CONNTRACK)))
+            connectionTracking = true
+        } catch let e as NetlinkError {
+            connectionTrackingRefusal = "NFULA_CFG_FLAGS NFULNL_CFG_F_CONNTRACK → \(errnoName(e.errno))" + (e.kernelMessage.map { " (\($0))" } ?? "")
+            try socket.request(NFLogListener.flags(group: group, namespace: namespace.name, UInt16(NFULNL_CFG_F_SEQ)))
+        }
+    }
+
+    static func flags(group: UInt16, namespace: String, _ flags: UInt16) -> Request {
+        config(group: group, namespace: namespace, summary: "flags 0x\(String(flags, radix: 16))",
+               [.u16(UInt16(NFULA_CFG_FLAGS.rawValue), flags.bigEndian)])
     }
 
     static func config(group: UInt16, namespace: String, summary: String, _ attrs: [Attribute]) -> Request {

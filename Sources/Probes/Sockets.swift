@@ -72,6 +72,19 @@ final class Socket {
         guard n == bytes.count else { throw SystemCallError("sendto") }
     }
 
+    /// Waits up to `timeout` seconds until `fd` is ready for `events`.
+    static func wait(_ fd: Int32, for events: Int32, timeout: Double) -> Bool {
+        var pfd = pollfd(fd: fd, events: Int16(events), revents: 0)
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let left = deadline.timeIntervalSinceNow
+            if left <= 0 { return false }
+            let r = poll(&pfd, 1, Int32(max(1, left * 1000)))
+            if r > 0 { return true }
+            if r == 0 || errno != EINTR { return false }
+        }
+    }
+
     /// Waits up to `timeout` seconds for a datagram; nil when none came.
     func receive(timeout: Double, from: inout SocketAddress) throws -> [UInt8]? {
         var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)

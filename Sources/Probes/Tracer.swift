@@ -24,6 +24,8 @@ public struct Hop: Sendable, Hashable, CustomStringConvertible {
     public var host: String
     public var hook: Hook
     public var mark: UInt32
+    /// The connection's mark (`ct mark`), when conntrack data was available.
+    public var connectionMark: UInt32?
     public var inInterface: String?
     public var outInterface: String?
     public var packet: PacketSummary
@@ -32,6 +34,7 @@ public struct Hop: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         var s = "\(host) \(hook.rawValue): \(packet) mark 0x\(String(mark, radix: 16))"
+        if let connectionMark, connectionMark != 0 { s += " ct mark 0x\(String(connectionMark, radix: 16))" }
         if let inInterface { s += " in \(inInterface)" }
         if let outInterface { s += " out \(outInterface)" }
         return s
@@ -82,6 +85,8 @@ public final class Tracer: @unchecked Sendable {
     public let group: UInt16
     let points: [Point]
     let listeners: [NFLogListener]
+    /// Whether every listener gets conntrack data (connection marks).
+    public var connectionTracking: Bool { listeners.allSatisfy(\.connectionTracking) }
 
     /// - Parameters:
     ///   - priority: the nftables hook priority of the log rules (`mangle` + 1 sees marks set
@@ -120,7 +125,7 @@ public final class Tracer: @unchecked Sendable {
         for (p, l) in zip(points, listeners) {
             for logged in try l.drain(timeout: 0.05, quiet: 0.02) {
                 guard let packet = logged.packet, let hook = Hook(number: logged.hook) else { continue }
-                hops.append(Hop(host: p.host, hook: hook, mark: logged.mark,
+                hops.append(Hop(host: p.host, hook: hook, mark: logged.mark, connectionMark: logged.connectionMark,
                                 inInterface: logged.inputInterface.map { p.interfaceNames[$0] ?? "if\($0)" },
                                 outInterface: logged.outputInterface.map { p.interfaceNames[$0] ?? "if\($0)" },
                                 packet: packet, sequence: logged.sequence ?? 0))

@@ -1,4 +1,6 @@
+import Glibc
 import Lab
+import Namespaces
 import Probes
 import Testing
 import Topology
@@ -60,4 +62,75 @@ struct TraceTests {
             #expect(verdict.report.contains("west postrouting: udp 192.1.2.45:"))
         }
     }
+
+    @Test("TCP both ways over IPv6, and the connection mark set in west's output as ctnetlink reports it")
+    func tcpWithConnectionMark() async throws {
+        try await Topology.load(path: topologyFile("north-east-west")).withLab { lab in
+            let west = try lab.namespace("west"), north = try lab.namespace("north")
+            try west.check(["nft", "-f", "-"], input: """
+            table inet marks {
+              chain output { type route hook output priority mangle; policy accept;
+                tcp dport 7300 ct mark set 0x5
+              }
+            }
+            """)
+            let north6 = try lab.address(of: "north", interface: "eth1", family: .ipv6).bytes
+            let (trip, trace) = try lab.trace(hosts: ["west", "north"]) {
+                try Echo.tcp(from: west, to: north, destination: north6, port: 7300)
+            }
+            #expect(trip.answered, "\(trip)")
+            #expect(trip.reply == north.name)
+            let expected = PathExpectation("TCP over IPv6")
+                .then(.on("west", .output).tcp(to: north6, port: 7300))
+                .then(.on("north", .input).tcp(to: north6, port: 7300).in("eth1"))
+                .then(.on("north", .output).tcp(from: north6))
+                .then(.on("west", .input).tcp(from: north6))
+            let verdict = expected.evaluate(trace)
+            #expect(verdict.passed, "\(verdict.report)")
+            // ctnetlink says the same whether or not nfnetlink_log could attach conntrack data.
+            let flows = try Conntrack.entries(in: west).filter { $0.original.destinationPort == 7300 }
+            #expect(flows.count == 1, "\(flows)")
+            #expect(flows.first?.mark == 0x5, "\(flows)")
+        }
+    }
+
+    @Test("nfnetlink_log carries the connection mark: the reply of a flow marked on the way out shows ct mark 0x5",
+          .enabled(if: nflogConntrackProbe.ok, Comment(rawValue: nflogConntrackProbe.reason)))
+    func connectionMarkInTrace() async throws {
+        try await Topology.load(path: topologyFile("north-east-west")).withLab { lab in
+            let west = try lab.namespace("west"), north = try lab.namespace("north")
+            try west.check(["nft", "-f", "-"], input: """
+            table inet marks {
+              chain output { type route hook output priority mangle; policy accept;
+                udp dport 7301 ct mark set 0x5
+              }
+            }
+            """)
+            let target = try lab.address(of: "north").bytes
+            let (trip, trace) = try lab.trace(hosts: ["west"]) {
+                try Echo.udp(from: west, to: north, destination: target, port: 7301)
+            }
+            #expect(trip.answered, "\(trip)")
+            let verdict = PathExpectation("ct mark on the way out and back")
+                .then(.on("west", .postrouting).udp(to: target, port: 7301).connectionMark(0x5))
+                .then(.on("west", .input).udp(from: target).connectionMark(0x5).mark(0))
+                .evaluate(trace)
+            #expect(verdict.passed, "\(verdict.report)")
+        }
+    }
 }
+
+/// Whether nfnetlink_log attaches conntrack data here (CONFIG_NETFILTER_NETLINK_GLUE_CT).
+let nflogConntrackProbe: (ok: Bool, reason: String) = {
+    guard namespaceProbe.ok else { return (false, namespaceProbe.reason) }
+    do {
+        let ns = try Namespace.create(name: "xlprobe\(getpid())ct")
+        defer { ns.delete() }
+        let listener = try NFLogListener(namespace: ns, group: 1)
+        defer { listener.close() }
+        return listener.connectionTracking ? (true, "")
+            : (false, "kernel lacks conntrack data in nfnetlink_log: \(listener.connectionTrackingRefusal ?? "refused")")
+    } catch {
+        return (false, "nfnetlink_log probe failed: \(error)")
+    }
+}()
