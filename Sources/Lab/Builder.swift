@@ -25,6 +25,7 @@ struct Builder {
                 let peer = try lab.namespace(peerNamespace)
                 linkBatches[d.namespace, default: []].append(
                     LinkRequest.veth(namespace: ns.name, name: d.name, index: d.index, master: d.master, mtu: mtu,
+                                     up: !d.isBarePort,
                                      peerName: peerName, peerIndex: peerIndex, peerNamespaceFD: peer.fd,
                                      peerNamespaceName: peer.name, origin: d.origin))
             case .macvlan(let lowerNamespace, let lower):
@@ -55,7 +56,10 @@ struct Builder {
         }
         for d in plan.devices {
             let ns = try lab.namespace(d.namespace)
-            if d.kind == .vethPeer || d.kind.isMacvlan {
+            if d.isBarePort {
+                batches[d.namespace, default: []].append(LinkRequest.noLinkLocal(namespace: ns.name, index: d.index, name: d.name))
+            }
+            if d.kind == .vethPeer || d.kind.isMacvlan || d.isBarePort {
                 batches[d.namespace, default: []].append(LinkRequest.set(namespace: ns.name, index: d.index, name: d.name, up: true))
             }
             for a in d.addresses {

@@ -105,6 +105,11 @@ struct Plan {
     }
 }
 
+extension Plan.Device {
+    /// A bridge port with no address of its own: it needs no IPv6 link-local address.
+    var isBarePort: Bool { master != nil && addresses.isEmpty }
+}
+
 extension Plan.Kind {
     var isMacvlan: Bool {
         if case .macvlan = self { return true }

@@ -37,7 +37,7 @@ public enum Echo {
     /// there answers with `identity`. Equivalent to a one-shot `nc -u` client and server.
     public static func udp(from: Namespace, to: Namespace, destination: [UInt8], port: UInt16 = 7000,
                            source: [UInt8]? = nil, mark: UInt32? = nil, device: String? = nil,
-                           identity: String? = nil, timeout: Double = 2) throws -> RoundTrip {
+                           identity: String? = nil, timeout: Double = 3) throws -> RoundTrip {
         let started = Date()
         let family = destination.count == 4 ? AF_INET : AF_INET6
         let describe = "udp \(from.name) → \(formatAddress(destination)):\(port)" + (mark.map { " mark 0x\(String($0, radix: 16))" } ?? "")
@@ -81,7 +81,7 @@ public enum Echo {
     /// client and server; the whole handshake, request and answer cross the path both ways.
     public static func tcp(from: Namespace, to: Namespace, destination: [UInt8], port: UInt16 = 7000,
                            source: [UInt8]? = nil, mark: UInt32? = nil, identity: String? = nil,
-                           timeout: Double = 2) throws -> RoundTrip {
+                           timeout: Double = 3) throws -> RoundTrip {
         let started = Date()
         let family = destination.count == 4 ? AF_INET : AF_INET6
         let describe = "tcp \(from.name) → \(formatAddress(destination)):\(port)" + (mark.map { " mark 0x\(String($0, radix: 16))" } ?? "")
@@ -135,42 +135,48 @@ public enum Echo {
         return trip
     }
 
-    /// Sends an ICMP or ICMPv6 echo request from `from` and waits for the matching reply.
-    /// Equivalent to `ip netns exec FROM ping -c 1 [-m MARK] DESTINATION`.
-    public static func ping(from: Namespace, destination: [UInt8], mark: UInt32? = nil, timeout: Double = 2) throws -> RoundTrip {
+    /// Sends ICMP or ICMPv6 echo requests from `from`, one every `timeout / attempts` seconds
+    /// as `ping` does, until one is answered or the time is up.
+    /// Equivalent to `ip netns exec FROM ping -c ATTEMPTS -w TIMEOUT [-m MARK] DESTINATION`.
+    public static func ping(from: Namespace, destination: [UInt8], mark: UInt32? = nil, timeout: Double = 3,
+                            attempts: Int = 3) throws -> RoundTrip {
         let started = Date()
         let v6 = destination.count == 16
         let describe = "ping \(from.name) → \(formatAddress(destination))" + (mark.map { " mark 0x\(String($0, radix: 16))" } ?? "")
         let s = Socket(fd: try from.openSocket(domain: v6 ? AF_INET6 : AF_INET, type: Int32(SOCK_RAW.rawValue),
                                                protocol: Int32(v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP)))
         if let mark { try s.set(SOL_SOCKET, SO_MARK, Int32(bitPattern: mark), what: "SO_MARK") }
-        let ident = UInt16.random(in: 1...UInt16.max), seq = UInt16(1)
-        var packet: [UInt8] = [v6 ? 128 : 8, 0, 0, 0, UInt8(ident >> 8), UInt8(ident & 0xff), UInt8(seq >> 8), UInt8(seq & 0xff)]
-        packet += Array("xfrmlab".utf8)
-        if !v6 {
-            let c = checksum(packet)
-            packet[2] = UInt8(c >> 8)
-            packet[3] = UInt8(c & 0xff)
-        }
+        let ident = UInt16.random(in: 1...UInt16.max)
         var trip = RoundTrip(request: describe, delivered: false, answered: false, seconds: 0)
-        if let refusal = try Echo.send(s, packet, to: SocketAddress(bytes: destination, port: 0)) {
-            trip.refused = refusal
-            return trip
-        }
+        defer { trip.seconds = Date().timeIntervalSince(started) }
         let deadline = Date().addingTimeInterval(timeout)
-        while deadline.timeIntervalSinceNow > 0 {
-            var peer = SocketAddress()
-            guard var reply = try s.receive(timeout: deadline.timeIntervalSinceNow, from: &peer) else { break }
-            // Raw IPv4 sockets hand over the IP header too.
-            if !v6, let first = reply.first { reply = Array(reply.dropFirst(Int(first & 0x0f) * 4)) }
-            guard reply.count >= 8, reply[0] == (v6 ? 129 : 0),
-                  UInt16(reply[4]) << 8 | UInt16(reply[5]) == ident, peer.addressBytes == destination else { continue }
-            trip.delivered = true
-            trip.answered = true
-            trip.seenSource = formatAddress(peer.addressBytes)
-            break
+        let interval = timeout / Double(max(1, attempts))
+        for seq in 1...UInt16(max(1, attempts)) {
+            var packet: [UInt8] = [v6 ? 128 : 8, 0, 0, 0, UInt8(ident >> 8), UInt8(ident & 0xff), UInt8(seq >> 8), UInt8(seq & 0xff)]
+            packet += Array("xfrmlab".utf8)
+            if !v6 {
+                let c = checksum(packet)
+                packet[2] = UInt8(c >> 8)
+                packet[3] = UInt8(c & 0xff)
+            }
+            if let refusal = try Echo.send(s, packet, to: SocketAddress(bytes: destination, port: 0)) {
+                trip.refused = refusal
+                return trip
+            }
+            let next = min(deadline, Date().addingTimeInterval(interval))
+            while next.timeIntervalSinceNow > 0 {
+                var peer = SocketAddress()
+                guard var reply = try s.receive(timeout: next.timeIntervalSinceNow, from: &peer) else { break }
+                // Raw IPv4 sockets hand over the IP header too.
+                if !v6, let first = reply.first { reply = Array(reply.dropFirst(Int(first & 0x0f) * 4)) }
+                guard reply.count >= 8, reply[0] == (v6 ? 129 : 0),
+                      UInt16(reply[4]) << 8 | UInt16(reply[5]) == ident, peer.addressBytes == destination else { continue }
+                trip.delivered = true
+                trip.answered = true
+                trip.seenSource = formatAddress(peer.addressBytes)
+                return trip
+            }
         }
-        trip.seconds = Date().timeIntervalSince(started)
         return trip
     }
 

@@ -87,7 +87,8 @@ struct CommandTests {
             waitpid(victim, &status, 0)
             let gc = try xfrmlab(["gc"])
             #expect(gc.succeeded, "gc after a kill at \(delay) µs: \(gc)")
-            let dead = Run.all().filter { !$0.live && $0.state?.detached != true }
+            // Only the victim's run: another suite running at the same time has victims of its own.
+            let dead = Run.all().filter { !$0.live && $0.state?.pid == victim }
             #expect(dead.isEmpty, "after a kill at \(delay) µs gc left \(dead.map { "\($0.id): \($0.namespaces)" })")
             #expect(namespacesLeft(prefix: "xl\(keeperRun!.id)-").count == 6, "gc touched the live run (kill at \(delay) µs)")
             let strays = ((try? FileManager.default.contentsOfDirectory(atPath: Run.stateDirectory + "/locks")) ?? [])

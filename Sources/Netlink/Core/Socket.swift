@@ -91,12 +91,24 @@ public final class NetlinkSocket: @unchecked Sendable {
     }
 
     /// Sends a dump request (`NLM_F_DUMP`) and returns every message until `NLMSG_DONE`.
-    public func dump(_ request: Request) throws -> [Message] {
+    ///
+    /// A dump the kernel marks inconsistent (`NLM_F_DUMP_INTR`: the table changed while it was
+    /// read, e.g. IPv6 adding link-local addresses to new devices) is read again, up to
+    /// `attempts` times, as the netlink documentation asks; then `DumpInterrupted` is thrown.
+    public func dump(_ request: Request, attempts: Int = 5) throws -> [Message] {
         var r = request
         r.flags = [.request, .dump]
-        let results = try execute([r], stopOnError: true)
-        if let error = results.errors.first { throw error }
-        return results.replies[0]
+        for attempt in 1...max(1, attempts) {
+            do {
+                let results = try execute([r], stopOnError: true)
+                if let error = results.errors.first { throw error }
+                return results.replies[0]
+            } catch let e as DumpInterrupted where attempt < attempts {
+                _ = e
+                continue
+            }
+        }
+        throw DumpInterrupted(request: request.summary)
     }
 
     /// Waits up to `timeout` seconds for multicast messages (or anything) and returns them;
@@ -165,6 +177,8 @@ public final class NetlinkSocket: @unchecked Sendable {
 
     /// Reads until every pending sequence number got its ack (or its `NLMSG_DONE`).
     private func collect(pending: inout [UInt32: Int], requests: [Request], into results: inout Results) throws {
+        // Read to the end even when a dump was interrupted, so the socket stays in step.
+        var interrupted: Set<Int> = []
         while !pending.isEmpty {
             let got = mnl_socket_recvfrom(nl, receiveBuffer, receiveBufferSize)
             if got < 0 {
@@ -191,17 +205,17 @@ public final class NetlinkSocket: @unchecked Sendable {
                         e.origin = requests[i].origin
                         results.errors.append(e)
                     }
+                    if message.flags & UInt16(NLM_F_DUMP_INTR) != 0 { interrupted.insert(i) }
                     pending[message.sequence] = nil
                 case NLMSG_NOOP, NLMSG_OVERRUN:
                     continue
                 default:
-                    if message.flags & UInt16(NLM_F_DUMP_INTR) != 0 {
-                        throw DumpInterrupted(request: requests[i].summary)
-                    }
+                    if message.flags & UInt16(NLM_F_DUMP_INTR) != 0 { interrupted.insert(i) }
                     results.replies[i].append(message)
                 }
             }
         }
+        if let i = interrupted.min() { throw DumpInterrupted(request: requests[i].summary) }
     }
 
     static func errorCode(of message: Message) throws -> Int32 {

@@ -146,6 +146,19 @@ public enum LinkRequest {
                 summary: ipPrefix(namespace) + "link set dev \(name) \(up ? "up" : "down")")
     }
 
+    /// Stops the kernel from giving the device an IPv6 link-local address (and so from DAD and
+    /// MLD chatter on it): for devices that hold no address, such as bridge ports. Must come
+    /// before the device goes up; the kernel refuses it in the creating request.
+    ///
+    /// Equivalent to `ip link set dev NAME addrgenmode none`.
+    public static func noLinkLocal(namespace: String?, index: Int32, name: String) -> Request {
+        Request(type: nl16(RTM_NEWLINK), flags: .modify, header: header(index: index),
+                attributes: [.nest(nl16(IFLA_AF_SPEC), [
+                    .nest(nl16(AF_INET6), [.u8(nl16(IFLA_INET6_ADDR_GEN_MODE), nl8(IN6_ADDR_GEN_MODE_NONE.rawValue))]),
+                ])],
+                summary: ipPrefix(namespace) + "link set dev \(name) addrgenmode none")
+    }
+
     /// Equivalent to `ip link set dev NAME master MASTER`.
     public static func setMaster(namespace: String?, index: Int32, name: String, master: Int32) -> Request {
         Request(type: nl16(RTM_NEWLINK), flags: .modify, header: header(index: index),
