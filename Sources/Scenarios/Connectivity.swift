@@ -13,23 +13,10 @@ import Topology
 public enum Connectivity {
     public static let name = "connectivity"
 
-    public static func run(topologyPath: String) async throws -> ScenarioReport {
-        let topology = try Topology.load(path: topologyPath)
-        var report = ScenarioReport(scenario: name, topology: topology.name, kernel: kernelRelease(), checks: [], notes: [])
-        let started = Date()
-        let lab = try Lab.up(topology)
-        let upSeconds = Date().timeIntervalSince(started)
-        report.notes.append(String(format: "up in %.2f ms (run %@)", upSeconds * 1000, lab.run.id))
-        do {
-            report.checks += try checks(lab)
-        } catch {
-            report.checks.append(Check("scenario ran", passed: false, detail: "\(error)"))
-        }
-        let release = try lab.down()
-        report.checks.append(Check("teardown released every namespace", passed: release?.complete ?? false,
-                                   detail: release?.description ?? "not verified"))
-        return report
-    }
+    public static let definition = ScenarioDefinition(
+        name: name,
+        summary: "west reaches north through nic, and a fwmark rule sends marked traffic through table 50 (east)",
+        topology: "north-east-west", checks: checks)
 
     public static func checks(_ lab: Lab) throws -> [Check] {
         var out: [Check] = []
