@@ -6,7 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "xfrmlab", targets: ["xfrmlab"]),
-        .library(name: "XfrmLab", targets: ["Netlink", "Namespaces", "Topology", "Lab", "Probes", "Scenarios"]),
+        .library(name: "XfrmLab", targets: ["Netlink", "Namespaces", "Topology", "Lab", "Probes", "Scenarios", "Xfrm"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -22,13 +22,15 @@ let package = Package(
         .target(name: "Namespaces", dependencies: ["Netlink", "CXfrmLabShims"]),
         .target(name: "Topology", dependencies: ["Yams"]),
         .target(name: "Probes", dependencies: ["Netlink", "Namespaces", "CXfrmLabShims"]),
+        // States, policies, tunnels from topology files, and the capability probe.
+        .target(name: "Xfrm", dependencies: ["Netlink", "Namespaces", "Topology", "CNetlink"]),
         .target(name: "Lab", dependencies: [
-            "Netlink", "Namespaces", "Topology", "Probes",
+            "Netlink", "Namespaces", "Topology", "Probes", "Xfrm",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Scenarios", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes"]),
         .executableTarget(name: "xfrmlab", dependencies: [
-            "Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios",
+            "Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "Xfrm",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -37,6 +39,6 @@ let package = Package(
                           swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "CNetlink"]),
         .testTarget(name: "TopologyTests", dependencies: ["Topology"], resources: [.copy("BadTopologies")]),
-        .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink", "Xfrm"]),
     ]
 )

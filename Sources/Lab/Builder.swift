@@ -3,6 +3,7 @@ import Glibc
 import Namespaces
 import Netlink
 import Topology
+import Xfrm
 
 /// Turns a topology into netlink batches: one per namespace for the links, then one per
 /// namespace for loopback, addresses, routes and rules; sysctls and nftables in between.
@@ -86,6 +87,12 @@ struct Builder {
             try Firewall.load(ruleset, into: lab.namespace(host.name), origin: host.location?.description)
         }
         lap("nftables")
+
+        // IPsec tunnels once the network they run over is up.
+        if !lab.topology.tunnels.isEmpty {
+            lab.tunnels = try TunnelInstaller.install(lab.topology, namespaces: lab.namespaces)
+            lap("tunnels")
+        }
     }
 
     /// Sends each namespace's batch in turn. The kernel handles a netlink message inside the

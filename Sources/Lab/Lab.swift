@@ -4,6 +4,7 @@ import Logging
 import Namespaces
 import Netlink
 import Topology
+import Xfrm
 
 /// How to bring a lab up.
 public struct LabOptions: Sendable {
@@ -34,6 +35,8 @@ public final class Lab: @unchecked Sendable {
     let kernelLog = KernelLog()
     /// Kernel warnings seen between bring-up and teardown (filled by `down()`).
     public private(set) var kernelWarnings: [String] = []
+    /// The topology's IPsec tunnels as installed (SPIs, devices, UDP encapsulation sockets).
+    public internal(set) var tunnels: InstalledTunnels?
     /// Seconds the bring-up took, by phase.
     public private(set) var timings: [(phase: String, seconds: Double)] = []
 
@@ -102,7 +105,7 @@ public final class Lab: @unchecked Sendable {
             timings.append((phase, now.timeIntervalSince(clock)))
             clock = now
         }
-        let plan = Plan(topology)
+        var plan = Plan(topology)
         let run = try Run(topology: topology.name, topologyFile: topology.source,
                           namespaces: Dictionary(uniqueKeysWithValues: plan.namespaces.map { ($0, $0) }))
         lap("run")
@@ -113,6 +116,15 @@ public final class Lab: @unchecked Sendable {
         let created: [Namespace]
         do {
             created = try Namespace.create(names: plan.namespaces.map { run.namespaceName(for: $0) }, sysctls: early)
+            // A kernel with tunnel modules loaded (ip_vti, ip6_vti, ip6_tunnel, sit …) gives every
+            // new namespace fallback devices (ip_vti0, ip6tnl0 …) at the first indexes: plan past them.
+            do {
+                let taken = try created.map { try $0.route.links().map(\.index).max() ?? 1 }.max() ?? 1
+                if taken >= plan.firstIndex { plan = Plan(topology, firstIndex: taken + 1) }
+            } catch {
+                created.forEach { $0.delete() }
+                throw error
+            }
         } catch {
             run.finish()
             throw error
@@ -150,6 +162,8 @@ public final class Lab: @unchecked Sendable {
     public func down() throws -> ReleaseReport? {
         guard !ended else { return nil }
         ended = true
+        // UDP encapsulation sockets hold their namespaces alive: close them first.
+        tunnels?.close()
         let all = Array(namespaces.values)
         namespaces = [:]
         defer {

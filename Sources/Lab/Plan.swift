@@ -34,7 +34,12 @@ struct Plan {
 
     static func switchName(for network: String) -> String { "_sw-" + network }
 
-    init(_ topology: Topology) {
+    /// The first interface index planned in each namespace: 2 (after lo), or past the fallback
+    /// devices a kernel with tunnel modules loaded puts in every new namespace (ip_vti0, ip6tnl0 …).
+    let firstIndex: Int32
+
+    init(_ topology: Topology, firstIndex: Int32 = 2) {
+        self.firstIndex = firstIndex
         namespaces = topology.hosts.map(\.name)
         for network in topology.networks {
             let origin = network.location?.description
@@ -48,7 +53,9 @@ struct Plan {
                 add(Device(namespace: switchNamespace, name: "br0", index: lowerIndex, kind: .bridge,
                            mtu: network.mtu, addresses: [], origin: origin))
                 for m in members {
-                    add(Device(namespace: m.host, name: m.interface, index: allocate(m.host),
+                    // Made in the switch namespace and moved: some kernels (6.1) check the index
+                    // there too, so take one free in both.
+                    add(Device(namespace: m.host, name: m.interface, index: allocate(m.host, alsoFreeIn: switchNamespace),
                                kind: .macvlan(lowerNamespace: switchNamespace, lower: lowerIndex),
                                mtu: network.mtu, addresses: m.addresses, origin: m.location?.description ?? origin))
                 }
@@ -90,9 +97,16 @@ struct Plan {
         }
     }
 
+    private mutating func allocate(_ namespace: String, alsoFreeIn other: String) -> Int32 {
+        let i = max(nextIndex[namespace, default: firstIndex], nextIndex[other, default: firstIndex])
+        nextIndex[namespace] = i + 1
+        nextIndex[other] = i + 1
+        return i
+    }
+
     private mutating func allocate(_ namespace: String) -> Int32 {
         // Index 1 is the namespace's loopback.
-        let i = nextIndex[namespace, default: 2]
+        let i = nextIndex[namespace, default: firstIndex]
         nextIndex[namespace] = i + 1
         return i
     }

@@ -22,10 +22,10 @@ public struct NamespaceSnapshot: Sendable, Equatable {
                                   routes: try route.routes(namespace: namespace),
                                   rules: try route.rules(namespace: namespace), xfrmStates: [], xfrmPolicies: [])
         if let xfrm {
-            s.xfrmStates = try xfrm.dump(Request(type: UInt16(XFRM_MSG_GETSA), flags: .dump, headerBytes: [UInt8](repeating: 0, count: MemoryLayout<xfrm_usersa_info>.size),
-                                                 summary: "ip xfrm state show"))
-            s.xfrmPolicies = try xfrm.dump(Request(type: UInt16(XFRM_MSG_GETPOLICY), flags: .dump, headerBytes: [UInt8](repeating: 0, count: MemoryLayout<xfrm_userpolicy_info>.size),
-                                                   summary: "ip xfrm policy show"))
+            // No fixed header, as iproute2 sends them: the kernel parses a dump request's
+            // attributes right after the netlink header (zeros there: "bytes leftover" in dmesg).
+            s.xfrmStates = try xfrm.dump(XfrmStateRequest.dump(namespace: namespace))
+            s.xfrmPolicies = try xfrm.dump(XfrmPolicyRequest.dump(namespace: namespace))
         }
         return s
     }

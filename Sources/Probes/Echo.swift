@@ -34,16 +34,19 @@ public struct RoundTrip: Sendable, CustomStringConvertible {
 /// a bound device, and an answer, so both directions are exercised.
 public enum Echo {
     /// Sends one UDP datagram from `from` to `to`'s `destination:port`, where a socket bound
-    /// there answers with `identity`. Equivalent to a one-shot `nc -u` client and server.
+    /// there answers with `identity` (its socket marked `replyMark`, when given). Equivalent to a
+    /// one-shot `nc -u` client and server.
     public static func udp(from: Namespace, to: Namespace, destination: [UInt8], port: UInt16 = 7000,
                            source: [UInt8]? = nil, mark: UInt32? = nil, device: String? = nil,
-                           identity: String? = nil, timeout: Double = 3) throws -> RoundTrip {
+                           identity: String? = nil, replyMark: UInt32? = nil, timeout: Double = 3) throws -> RoundTrip {
         let started = Date()
         let family = destination.count == 4 ? AF_INET : AF_INET6
         let describe = "udp \(from.name) → \(formatAddress(destination)):\(port)" + (mark.map { " mark 0x\(String($0, radix: 16))" } ?? "")
         let server = Socket(fd: try to.openSocket(domain: family, type: Int32(SOCK_DGRAM.rawValue), protocol: 0))
         try server.set(SOL_SOCKET, SO_REUSEADDR, 1, what: "SO_REUSEADDR")
         try server.bind(SocketAddress(bytes: destination, port: port), what: "\(to.name) \(formatAddress(destination)):\(port)")
+        // The answer carries its own mark, so it can take a marked policy or route back.
+        if let replyMark { try server.set(SOL_SOCKET, SO_MARK, Int32(bitPattern: replyMark), what: "SO_MARK") }
         let client = Socket(fd: try from.openSocket(domain: family, type: Int32(SOCK_DGRAM.rawValue), protocol: 0))
         if let mark { try client.set(SOL_SOCKET, SO_MARK, Int32(bitPattern: mark), what: "SO_MARK") }
         if let device {

@@ -90,7 +90,7 @@ final class TopologyReader {
                 : "expected a mapping with name, hosts and networks, found \(root.kind)")
             return nil
         }
-        guard let f = root.mapping(["name", "hosts", "networks"]) else { return nil }
+        guard let f = root.mapping(["name", "hosts", "networks", "tunnels"]) else { return nil }
         let name = f.required("name")?.name(Check.topologyName)
         let hostEntries = f["hosts"].map { $0.entries(noun: "host") } ?? []
         hostNames = hostEntries?.map(\.key)
@@ -109,8 +109,9 @@ final class TopologyReader {
             }
             if let host = host(entry.key, at: entry.keyLocation, entry.value) { hosts.append(host) }
         }
+        let tunnels = f["tunnels"].map { self.tunnels($0, networks: networks) } ?? []
         guard let name else { return nil }
-        return Topology(name: name, hosts: hosts, networks: networks)
+        return Topology(name: name, hosts: hosts, networks: networks, tunnels: tunnels)
     }
 
     // MARK: Networks

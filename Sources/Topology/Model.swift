@@ -18,13 +18,16 @@ public struct Topology: Hashable, Sendable, Codable {
     public var name: String
     public var hosts: [Host]
     public var networks: [Network]
+    /// IPsec tunnels between hosts, installed once the networks are up (see `Tunnel`).
+    public var tunnels: [Tunnel]
     /// The file it was loaded from, when it was.
     public var source: String?
 
-    public init(name: String, hosts: [Host] = [], networks: [Network] = [], source: String? = nil) {
+    public init(name: String, hosts: [Host] = [], networks: [Network] = [], tunnels: [Tunnel] = [], source: String? = nil) {
         self.name = name
         self.hosts = hosts
         self.networks = networks
+        self.tunnels = tunnels
         self.source = source
     }
 

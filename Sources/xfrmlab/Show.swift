@@ -3,9 +3,10 @@ import Foundation
 import Lab
 import Namespaces
 import Netlink
+import Xfrm
 
 struct Show: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show a run's hosts, links, addresses, routes and rules, read back from the kernel.")
+    static let configuration = CommandConfiguration(abstract: "Show a run's hosts, links, addresses, routes, rules, tunnel devices, XFRM states and policies, read back from the kernel.")
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var selection: RunSelection
@@ -31,9 +32,10 @@ struct Show: ParsableCommand {
             defer { ns.delete(keepingEntry: true) }
             let xfrm = try? ns.netlinkSocket(protocol: NetlinkSocket.xfrm)
             let snap = try NamespaceSnapshot.capture(route: ns.route, xfrm: xfrm, namespace: name)
-            xfrm?.close()
             print("\(host) [\(name)]")
             print(snap.render(indent: "  "), terminator: "")
+            if let xfrm { print(try XfrmReport.render(route: ns.route, xfrm: xfrm, namespace: name), terminator: "") }
+            xfrm?.close()
         }
     }
 }

@@ -32,6 +32,10 @@ struct Up: ParsableCommand {
             return
         }
         try lab.detach()
+        if lab.tunnels?.holdsSockets == true {
+            warn("note: ESP-in-UDP tunnels receive only while their encapsulation sockets are open, i.e. while this process lives; use --foreground to keep them")
+        }
+        for end in lab.tunnels?.ends ?? [] where !global.json { print("  tunnel \(end)") }
         if global.json {
             let names = lab.run.state.namespaces
             let data = try JSONSerialization.data(withJSONObject: ["run": lab.run.id, "topology": topology.name,

@@ -44,7 +44,9 @@ func topologyFile(_ name: String) -> String { repositoryRoot + "/Topologies/\(na
 /// The built `xfrmlab` next to the test bundle.
 let xfrmlabBinary: String = {
     let bundle = Bundle.main.bundleURL.deletingLastPathComponent()
-    for candidate in [bundle.appendingPathComponent("xfrmlab").path, repositoryRoot + "/.build/debug/xfrmlab"]
+    // On Linux the main bundle is the directory holding the test executable, next to xfrmlab.
+    for candidate in [Bundle.main.bundleURL.appendingPathComponent("xfrmlab").path,
+                      bundle.appendingPathComponent("xfrmlab").path, repositoryRoot + "/.build/debug/xfrmlab"]
     where FileManager.default.isExecutableFile(atPath: candidate) {
         return candidate
     }
