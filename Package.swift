@@ -29,8 +29,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Scenarios", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes"]),
+        // The same suite on other kernels, in VMs (virtme-ng); verdicts against per-kernel expectations.
+        .target(name: "Matrix", dependencies: ["Namespaces", "Yams"]),
         .executableTarget(name: "xfrmlab", dependencies: [
-            "Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "Xfrm",
+            "Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "Xfrm", "Matrix",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -39,6 +41,7 @@ let package = Package(
                           swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "CNetlink"]),
         .testTarget(name: "TopologyTests", dependencies: ["Topology"], resources: [.copy("BadTopologies")]),
+        .testTarget(name: "MatrixTests", dependencies: ["Matrix"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink", "Xfrm"]),
     ]
 )

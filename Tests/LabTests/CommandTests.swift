@@ -55,9 +55,11 @@ struct CommandTests {
         waitpid(pid, &status, 0)
         let removed = try xfrmlab(["gc"])
         #expect(removed.succeeded, "\(removed)")
-        #expect(removed.standardOutput.contains("removed run \(id)"))
-        #expect(namespacesLeft(prefix: "xl\(id)-").isEmpty)
-        #expect(!Run.all().contains { $0.id == id })
+        // Another suite's gc running at the same moment may be the one that takes it: then this
+        // gc found the run locked (by that gc) and left it; either way it goes, and soon.
+        #expect(removed.standardOutput.contains("removed run \(id)") || removed.standardOutput.contains("nothing to remove"))
+        #expect(poll(timeout: 30) { namespacesLeft(prefix: "xl\(id)-").isEmpty && !Run.all().contains { $0.id == id } },
+                "the killed run is still there: \(removed.standardOutput)")
     }
 
     @Test("SIGKILL at 20 moments of up, traffic and down leaves only what gc removes; gc spares a live run; the next run works")

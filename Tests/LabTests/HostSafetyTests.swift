@@ -34,3 +34,27 @@ struct HostSafetyTests {
         #expect(namespacesLeft(prefix: "xlhs\(getpid())b").isEmpty)
     }
 }
+
+@Suite("The host namespace refuses changes", .tags(.privileged), .needsNamespaces)
+struct HostRefusalTests {
+    @Test("a netlink socket of the host's namespace reads but refuses every change before sending it")
+    func hostSocketsOnlyRead() throws {
+        let route = try NetlinkSocket(protocol: NetlinkSocket.route)
+        defer { route.close() }
+        #expect(route.inHostNamespace)
+        #expect(try !route.links().isEmpty)
+        let refused = try #require(throws: HostNamespaceRefused.self) {
+            try route.request(LinkRequest.bridge(namespace: nil, name: "xlnever0"))
+        }
+        #expect(refused.description.contains("link add xlnever0"))
+        #expect(try route.link(named: "xlnever0") == nil)
+        #expect(throws: HostNamespaceRefused.self) {
+            try route.batch([RuleRequest.add(namespace: nil, family: 2, priority: 7, table: 77, summary: "rule add lookup 77")])
+        }
+        // A socket opened inside a lab namespace is not restricted.
+        let ns = try Namespace.create(name: "xlhr\(getpid())")
+        defer { ns.delete() }
+        #expect(!ns.route.inHostNamespace)
+        try ns.route.request(LinkRequest.bridge(namespace: ns.name, name: "br0"))
+    }
+}

@@ -16,6 +16,8 @@ public final class NetlinkSocket: @unchecked Sendable {
     private var receiveBuffer: UnsafeMutableRawPointer
     private let receiveBufferSize = 1 << 17
     private var closed = false
+    /// Opened in the process's own network namespace (the host's): only reads are sent.
+    public let inHostNamespace: Bool
 
     /// Netlink protocols by name.
     public static let route = NETLINK_ROUTE
@@ -34,6 +36,7 @@ public final class NetlinkSocket: @unchecked Sendable {
             throw e
         }
         self.portID = mnl_socket_get_portid(nl)
+        self.inHostNamespace = HostNamespace.contains(currentThread: ())
         self.nextSequence = UInt32(truncatingIfNeeded: time(nil))
         self.receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: receiveBufferSize, alignment: 8)
         var one: Int32 = 1
@@ -144,6 +147,10 @@ public final class NetlinkSocket: @unchecked Sendable {
     }
 
     private func execute(_ requests: [Request], stopOnError: Bool) throws -> Results {
+        // The harness never changes the host: a socket of the host's namespace sends reads only.
+        if inHostNamespace, let write = requests.first(where: { !HostNamespace.isReadOnly($0, protocol: netlinkProtocol) }) {
+            throw HostNamespaceRefused(request: write.summary)
+        }
         lock.lock()
         defer { lock.unlock() }
         var results = Results(replies: Array(repeating: [], count: requests.count), errors: [])

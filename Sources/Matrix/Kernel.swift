@@ -1,0 +1,205 @@
+import Foundation
+import Glibc
+
+/// One column of the matrix: the machine's own kernel (the suite runs directly on the host), or a
+/// kernel image booted in a VM with the host's root filesystem.
+public struct Kernel: Codable, Sendable, Hashable, CustomStringConvertible {
+    public enum Source: String, Codable, Sendable { case host, image }
+
+    /// What the user asked for (`host`, `6.12`, `6.1-cloud`, `/path/to/bzImage`): the column title.
+    public var label: String
+    public var source: Source
+    /// The kernel image (bzImage / vmlinuz) booted in the VM.
+    public var image: String?
+    /// A modules directory given with `--modules` (else /lib/modules/RELEASE, as vng looks it up).
+    public var modules: String?
+    /// `uname -r`, read from the image's header before it boots.
+    public var release: String?
+    /// The version banner from the image (`6.1.0-56-amd64 (debian-kernel@…) #1 SMP … Debian 6.1.192-2 …`).
+    public var banner: String?
+    /// Why it cannot run at all (reported in its column, the matrix goes on with the others).
+    public var unavailable: String? = nil
+
+    public static let host = Kernel(label: "host", source: .host)
+
+    public var description: String {
+        switch source {
+        case .host: return "host (\(Kernel.runningRelease), no VM)"
+        case .image: return "\(label) (\(release ?? image ?? "?"))"
+        }
+    }
+
+    /// A name safe as a directory name: the label, or for a path its file name and release.
+    public var slug: String {
+        let base = label.contains("/") ? URL(fileURLWithPath: label).lastPathComponent + (release.map { "-" + $0 } ?? "") : label
+        return String(base.map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_" || $0 == "+" ? $0 : "_" })
+            .trimmingCharacters(in: CharacterSet(charactersIn: "._"))
+    }
+
+    public static var runningRelease: String {
+        var u = utsname()
+        uname(&u)
+        return withUnsafeBytes(of: &u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+}
+
+/// An upstream kernel version (6.1.192), compared numerically.
+public struct KernelVersion: Codable, Sendable, Comparable, CustomStringConvertible {
+    public var parts: [Int]
+
+    public init(_ parts: [Int]) { self.parts = parts }
+
+    /// Parses the leading `MAJOR.MINOR[.PATCH]` of a string ("6.12.117+deb12-amd64" → 6.12.117).
+    public init?(parsing text: some StringProtocol) {
+        var parts: [Int] = []
+        var digits = ""
+        for c in text {
+            if c.isASCII && c.isNumber { digits.append(c); continue }
+            if c == "." && !digits.isEmpty { parts.append(Int(digits)!); digits = ""; continue }
+            break
+        }
+        if !digits.isEmpty { parts.append(Int(digits)!) }
+        guard parts.count >= 2 else { return nil }
+        self.parts = Array(parts.prefix(3))
+    }
+
+    /// The upstream version a kernel reports. Debian's release names carry an ABI number, not
+    /// the version (`6.1.0-56-amd64` is 6.1.192): its banner says `Debian 6.1.192-2`, so that
+    /// wins over the release.
+    /// (/proc/version also names the compiler's Debian version: "gcc-12 (Debian 12.2.0-14)", so
+    /// the one that counts is the one in the release's series.)
+    public static func of(release: String?, banner: String?) -> KernelVersion? {
+        let fromRelease = release.flatMap { KernelVersion(parsing: $0) }
+        if let banner {
+            var rest = banner[...]
+            while let range = rest.range(of: "Debian ") {
+                if let v = KernelVersion(parsing: rest[range.upperBound...]),
+                   fromRelease == nil || v.parts.prefix(2) == fromRelease!.parts.prefix(2) {
+                    return v
+                }
+                rest = rest[range.upperBound...]
+            }
+        }
+        return fromRelease
+    }
+
+    public static func < (a: KernelVersion, b: KernelVersion) -> Bool {
+        for i in 0..<max(a.parts.count, b.parts.count) {
+            let x = i < a.parts.count ? a.parts[i] : 0, y = i < b.parts.count ? b.parts[i] : 0
+            if x != y { return x < y }
+        }
+        return false
+    }
+
+    public static func == (a: KernelVersion, b: KernelVersion) -> Bool { !(a < b) && !(b < a) }
+
+    public var description: String { parts.map(String.init).joined(separator: ".") }
+}
+
+/// A `--kernel` argument that names no kernel this machine has.
+public struct KernelNotFound: Error, CustomStringConvertible, Sendable {
+    public var argument: String
+    public var reason: String
+    public var description: String { "--kernel \(argument): \(reason)" }
+}
+
+/// Turns `--kernel` arguments into kernels.
+///
+/// - `host`: the suite on this machine's kernel, no VM.
+/// - a Debian alias, `6.1`, `6.1-cloud`, `6.1-rt`, `6.12`, `6.12-cloud`, `6.12-rt`: the newest such
+///   image in /boot (`Scripts/install-vm-deps.sh ALIAS` installs it).
+/// - a release with an image in /boot (`6.1.0-56-amd64`), or the path of any bzImage.
+public enum KernelCatalog {
+    public static let aliases = ["6.1", "6.1-cloud", "6.1-rt", "6.12", "6.12-cloud", "6.12-rt"]
+
+    public static func resolve(_ argument: String, modules: [String] = [], boot: String = "/boot") throws -> Kernel {
+        if argument == "host" { return .host }
+        var image: String?
+        if argument.contains("/") || FileManager.default.fileExists(atPath: argument) {
+            guard FileManager.default.fileExists(atPath: argument) else {
+                throw KernelNotFound(argument: argument, reason: "no such file")
+            }
+            image = URL(fileURLWithPath: argument).standardized.path
+        } else if FileManager.default.fileExists(atPath: "\(boot)/vmlinuz-\(argument)") {
+            image = "\(boot)/vmlinuz-\(argument)"
+        } else if let (series, flavour) = alias(argument) {
+            image = newest(series: series, flavour: flavour, boot: boot)
+            if image == nil {
+                throw KernelNotFound(argument: argument, reason: "no \(series) \(flavour.isEmpty ? "generic" : flavour) image in \(boot); install it with `Scripts/install-vm-deps.sh \(argument)`")
+            }
+        } else if argument == Kernel.runningRelease {
+            // Asked for by name: a column that says why, rather than no matrix.
+            return Kernel(label: argument, source: .image, image: nil, modules: nil, release: argument, banner: nil,
+                          unavailable: "this machine's own kernel (\(argument)) has no image in \(boot) or /lib/modules/\(argument), so it cannot boot in a VM; `--kernel host` runs the suite on it directly, no VM")
+        } else {
+            throw KernelNotFound(argument: argument, reason: "not a file, not a release with an image in \(boot), not one of host, \(aliases.joined(separator: ", "))")
+        }
+        let banner = try? KernelImage.banner(of: image!)
+        let release = banner.map { String($0.prefix { $0 != " " }) }
+        var kernel = Kernel(label: argument, source: .image, image: image, modules: nil, release: release, banner: banner)
+        kernel.modules = try modulesDirectory(for: kernel, among: modules)
+        return kernel
+    }
+
+    /// The `--modules` directory that belongs to this kernel: the one named after its release
+    /// (`…/lib/modules/RELEASE`), or holding `lib/modules/RELEASE`.
+    static func modulesDirectory(for kernel: Kernel, among candidates: [String]) throws -> String? {
+        guard let release = kernel.release else { return nil }
+        for dir in candidates {
+            let url = URL(fileURLWithPath: dir).standardized
+            if url.lastPathComponent == release && FileManager.default.fileExists(atPath: url.path + "/modules.order")
+                || url.lastPathComponent == release && FileManager.default.fileExists(atPath: url.path + "/modules.dep") {
+                return url.path
+            }
+            let nested = url.path + "/lib/modules/" + release
+            if FileManager.default.fileExists(atPath: nested) { return nested }
+        }
+        return nil
+    }
+
+    /// `6.12-cloud` → ("6.12", "cloud").
+    static func alias(_ text: String) -> (series: String, flavour: String)? {
+        guard aliases.contains(text) else { return nil }
+        let parts = text.split(separator: "-", maxSplits: 1).map(String.init)
+        return (parts[0], parts.count > 1 ? parts[1] : "")
+    }
+
+    /// The newest `/boot/vmlinuz-SERIES…-[FLAVOUR-]amd64`.
+    static func newest(series: String, flavour: String, boot: String) -> String? {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: boot)) ?? []
+        let suffix = flavour.isEmpty ? "-amd64" : "-\(flavour)-amd64"
+        let candidates = names.compactMap { name -> (KernelVersion, String)? in
+            guard name.hasPrefix("vmlinuz-"), name.hasSuffix(suffix) else { return nil }
+            let release = String(name.dropFirst("vmlinuz-".count))
+            // 6.1 must not take 6.12's images, nor the generic alias a flavour's.
+            guard release.hasPrefix(series + ".") || release.hasPrefix(series + "-") else { return nil }
+            if flavour.isEmpty && (release.hasSuffix("-cloud-amd64") || release.hasSuffix("-rt-amd64")) { return nil }
+            guard let v = KernelVersion(parsing: release) else { return nil }
+            // Debian 6.1 releases are 6.1.0-ABI: order by the ABI number too.
+            let abi = Int(release.split(separator: "-").dropFirst().first ?? "") ?? 0
+            return (KernelVersion(v.parts + [abi]), boot + "/" + name)
+        }
+        return candidates.max { $0.0 < $1.0 }?.1
+    }
+}
+
+/// Reads what an x86 kernel image says about itself without booting it.
+public enum KernelImage {
+    /// The version banner at `kernel_version` in the real-mode header (boot protocol ≥ 2.00):
+    /// a 16-bit offset at 0x20E, relative to 0x200.
+    public static func banner(of path: String) throws -> String {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw KernelNotFound(argument: path, reason: "cannot read the image")
+        }
+        defer { try? handle.close() }
+        let head = handle.readData(ofLength: 0x10000)
+        guard head.count > 0x210, head[0x202..<0x206] == Data("HdrS".utf8) else {
+            throw KernelNotFound(argument: path, reason: "not an x86 bzImage (no HdrS header)")
+        }
+        let offset = Int(head[0x20E]) | Int(head[0x20F]) << 8
+        let start = 0x200 + offset
+        guard offset > 0, start < head.count else { throw KernelNotFound(argument: path, reason: "no version string in the header") }
+        let bytes = head[start...].prefix { $0 != 0 }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

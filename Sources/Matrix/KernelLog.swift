@@ -1,0 +1,138 @@
+import Foundation
+import Glibc
+
+/// One record of the kernel log as /dev/kmsg gives it: `PRIO,SEQ,USEC,FLAGS;TEXT`.
+public struct KernelLogRecord: Codable, Sendable, Equatable {
+    public var sequence: UInt64
+    /// Microseconds since boot on the printk clock.
+    public var microseconds: UInt64
+    public var priority: Int
+    public var text: String
+
+    public var seconds: Double { Double(microseconds) / 1_000_000 }
+
+    /// `[   12.345678] text`, as dmesg prints it.
+    public var dmesgLine: String { String(format: "[%12.6f] ", seconds) + text }
+
+    public init(sequence: UInt64, microseconds: UInt64, priority: Int, text: String) {
+        self.sequence = sequence
+        self.microseconds = microseconds
+        self.priority = priority
+        self.text = text
+    }
+
+    /// Parses one /dev/kmsg record; continuation lines (` KEY=value`) are dropped.
+    public init?(kmsg line: some StringProtocol) {
+        guard let semicolon = line.firstIndex(of: ";") else { return nil }
+        let fields = line[..<semicolon].split(separator: Character(","))
+        guard fields.count >= 3, let prio = Int(fields[0]), let seq = UInt64(fields[1]), let usec = UInt64(fields[2]) else { return nil }
+        let body = line[line.index(after: semicolon)...]
+        let text = String(body.prefix { $0 != "\n" })
+        self.init(sequence: seq, microseconds: usec, priority: prio & 7, text: KernelLogRecord.unescape(text))
+    }
+
+    /// /dev/kmsg escapes non-printable bytes as `\xNN`.
+    static func unescape(_ text: String) -> String {
+        guard text.contains("\\x") else { return text }
+        var out = [UInt8]()
+        let bytes = Array(text.utf8)
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "\\"), i + 3 < bytes.count, bytes[i + 1] == UInt8(ascii: "x"),
+               let v = UInt8(String(decoding: bytes[(i + 2)...(i + 3)], as: UTF8.self), radix: 16) {
+                out.append(v); i += 4
+            } else {
+                out.append(bytes[i]); i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+public enum KernelLog {
+    /// Every record still in the kernel's ring buffer (needs CAP_SYSLOG; /dev/kmsg, non-blocking).
+    public static func read(device: String = "/dev/kmsg") throws -> [KernelLogRecord] {
+        let fd = open(device, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw KernelLogError(text: "open \(device): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var records: [KernelLogRecord] = []
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let n = Glibc.read(fd, &buffer, buffer.count)
+            if n > 0 {
+                if let r = KernelLogRecord(kmsg: String(decoding: buffer[0..<n], as: UTF8.self)) { records.append(r) }
+                continue
+            }
+            if n < 0 && errno == EPIPE { continue }  // overwritten while reading: go on with the next
+            if n < 0 && errno == EINTR { continue }
+            break  // EAGAIN: nothing more
+        }
+        return records
+    }
+
+    /// Writes a line to the kernel log and returns CLOCK_MONOTONIC around it, so the record's
+    /// printk timestamp can be related to the test binary's clock.
+    public static func mark(_ text: String, device: String = "/dev/kmsg") -> (before: Double, after: Double)? {
+        let fd = open(device, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        let before = monotonic()
+        let bytes = Array(text.utf8)
+        guard write(fd, bytes, bytes.count) == bytes.count else { return nil }
+        return (before, monotonic())
+    }
+
+    public static func monotonic() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// The records that mean the kernel got something wrong (as netdev CI scans for them):
+    /// WARN/BUG splats, oopses, refcount and ref_tracker reports, leaked devices, KASAN/UBSAN, kmemleak.
+    public static let warningPatterns: [String] = [
+        "WARNING:", "------------[ cut here ]------------", "BUG:", "kernel BUG at", "RIP:", "Call Trace:",
+        "Oops:", "general protection fault", "Kernel panic", "refcount_t:", "ref_tracker:",
+        "unregister_netdevice: waiting for", "unreferenced object 0x", "KASAN:", "UBSAN:",
+        "possible circular locking dependency", "suspicious RCU usage", "list_add corruption", "list_del corruption",
+    ]
+
+    /// Groups warning records into splats: one per burst (warning records less than 1 s apart), each
+    /// with up to `context` following records of the same burst so the trace is readable.
+    public static func warnings(in records: [KernelLogRecord], ignoring ignored: [String] = [], context: Int = 24) -> [KernelWarning] {
+        var result: [KernelWarning] = []
+        var i = 0
+        while i < records.count {
+            let r = records[i]
+            guard isWarning(r.text), !ignored.contains(where: { r.text.contains($0) }) else { i += 1; continue }
+            var lines = [r]
+            var j = i + 1
+            var last = r.microseconds
+            while j < records.count, records[j].microseconds <= last + 1_000_000 {
+                if isWarning(records[j].text) { last = records[j].microseconds }
+                if lines.count < context { lines.append(records[j]) }
+                j += 1
+            }
+            result.append(KernelWarning(at: r.seconds, records: lines))
+            i = j
+        }
+        return result
+    }
+
+    static func isWarning(_ text: String) -> Bool { warningPatterns.contains { text.contains($0) } }
+}
+
+public struct KernelLogError: Error, CustomStringConvertible, Sendable {
+    public var text: String
+    public var description: String { text }
+}
+
+/// A burst of kernel log records that a warning pattern matched.
+public struct KernelWarning: Codable, Sendable, Equatable {
+    /// Seconds since boot (printk clock) of its first record.
+    public var at: Double
+    public var records: [KernelLogRecord]
+    /// The first matching line, for one-line summaries.
+    public var headline: String { records.first { KernelLog.isWarning($0.text) && !$0.text.hasPrefix("------------[ cut here") }?.text ?? records.first?.text ?? "" }
+    public var lines: [String] { records.map(\.dmesgLine) }
+}

@@ -1,0 +1,178 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import Matrix
+import Namespaces
+
+struct MatrixCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "matrix",
+        abstract: "Run the test suite on several kernels — the host directly, others in VMs (virtme-ng) — and report tests × kernels.",
+        discussion: """
+            Each --kernel is: host (this machine's kernel, no VM); a Debian alias 6.1, 6.1-cloud, 6.1-rt, 6.12, \
+            6.12-cloud, 6.12-rt (the newest such image in /boot; Scripts/install-vm-deps.sh ALIAS installs it); a \
+            release with an image in /boot; or the path of a bzImage (its modules with --modules DIR, matched by release).
+
+            Build first (`swift build --build-tests`): the guest runs this build's test binary and xfrmlab over the \
+            host's root filesystem. Results come back through a shared directory; the report (text, JSON, JUnit) \
+            goes to --output. Exits 1 when any result is not what Fixtures/matrix/expectations.yaml allows.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: .customLong("kernel"), help: "A kernel to run the suite on (repeat for more).")
+    var kernels: [String] = []
+
+    @Option(name: .customLong("modules"), help: "The modules directory of a bzImage given by path (repeatable; matched by release).")
+    var modules: [String] = []
+
+    @Option(help: "The per-kernel expectations (default: Fixtures/matrix/expectations.yaml).")
+    var expectations: String?
+
+    @Option(help: "Where the report and raw results go (default: .build/matrix/DATE-TIME; .build/matrix/latest points at it).")
+    var output: String?
+
+    @Option(name: .customLong("tests"), help: "The test binary (default: XfrmLabPackageTests.xctest next to this xfrmlab).")
+    var testBinary: String?
+
+    @Option(help: "kvm, tcg, or auto (try KVM briefly, fall back to TCG).")
+    var accel: String = "auto"
+
+    @Option(help: "Guest CPUs.")
+    var cpus: Int = 2
+
+    @Option(help: "Guest memory (qemu -m).")
+    var memory: String = "2G"
+
+    @Option(help: "Seconds per kernel before its VM is stopped.")
+    var timeout: Double = 900
+
+    @Option(help: "Seconds until the guest starts the suite (default 240 under TCG, 60 with KVM).")
+    var bootTimeout: Double?
+
+    @Flag(help: "Do not retry a failed test (by default each failed test runs once more; a pass then is reported as flaky).")
+    var noRetry = false
+
+    @Flag(help: "Run tests one at a time, so kernel warnings are blamed on exactly one test.")
+    var serial = false
+
+    @Option(help: "Run only tests matching this regular expression (the test binary's --filter; repeatable).")
+    var filter: [String] = []
+
+    @Option(help: "Run tests matching this regular expression after the rest, by themselves (repeatable; `make test` passes LoadTests, which holds the RTNL lock for seconds).")
+    var alone: [String] = []
+
+    @Flag(help: "Plain progress lines instead of a live status line (implied by CI=true or a non-terminal stderr).")
+    var plain = false
+
+    @Flag(help: "Keep the whole kernel console in each kernel's console.log (boots slower; by default only emergencies and alerts).")
+    var console = false
+
+    func validate() throws {
+        if kernels.isEmpty { throw ValidationError("give at least one --kernel (host, 6.1, 6.12, 6.1-cloud, a release in /boot, or a bzImage path)") }
+        if !["auto", "kvm", "tcg"].contains(accel) { throw ValidationError("--accel must be auto, kvm or tcg") }
+        if cpus < 1 { throw ValidationError("--cpus must be at least 1") }
+        if timeout < 60 { throw ValidationError("--timeout must be at least 60 seconds") }
+    }
+
+    func run() throws {
+        global.bootstrap()
+        try requireRoot()
+        let root = repositoryRoot()
+        let resolved = try kernels.map { try KernelCatalog.resolve($0, modules: modules) }
+        for dir in modules where !resolved.contains(where: { $0.modules == URL(fileURLWithPath: dir).standardized.path || $0.modules?.hasPrefix(URL(fileURLWithPath: dir).standardized.path + "/") == true }) {
+            throw ValidationError("--modules \(dir): no --kernel image with a matching release (\(resolved.compactMap(\.release).joined(separator: ", ")))")
+        }
+        let expectationsPath = expectations ?? root + "/Fixtures/matrix/expectations.yaml"
+        let rules = try Expectations.load(path: expectationsPath)
+
+        let me = selfPath()
+        let binDirectory = URL(fileURLWithPath: me).deletingLastPathComponent().path
+        let tests = testBinary ?? binDirectory + "/XfrmLabPackageTests.xctest"
+        guard access(tests, X_OK) == 0 else {
+            throw ValidationError("no test binary at \(tests): build it first (`swift build --build-tests`) or pass --tests")
+        }
+        let stamp: String = {
+            let f = DateFormatter()
+            f.dateFormat = "yyyyMMdd-HHmmss"
+            f.locale = Locale(identifier: "en_US_POSIX")
+            return f.string(from: Date())
+        }()
+        let matrixRoot = root + "/.build/matrix"
+        let out = URL(fileURLWithPath: output ?? matrixRoot + "/" + stamp).standardized.path
+        var guestPath = [binDirectory]
+        if let swift = Executable.find("swift") {
+            guestPath.append(URL(fileURLWithPath: swift).resolvingSymlinksInPath().deletingLastPathComponent().path)
+        }
+        let environment = ProcessInfo.processInfo.environment
+        let ci = ["true", "1", "yes"].contains((environment["CI"] ?? "").lowercased())
+        var options = MatrixRunner.Options(
+            kernels: resolved, expectations: rules, expectationsPath: expectationsPath, output: out, testBinary: tests,
+            xfrmlab: me, guestPath: guestPath, accelerator: accel == "auto" ? nil : Accelerator(rawValue: accel),
+            cpus: cpus, memory: memory, timeout: timeout, bootTimeout: bootTimeout, retry: !noRetry, serial: serial,
+            filters: filter, plain: plain || ci || isatty(STDERR_FILENO) == 0)
+        options.console = console
+        options.alone = alone
+        let report = try MatrixRunner(options: options).run()
+        if output == nil {
+            let latest = matrixRoot + "/latest"
+            unlink(latest)
+            symlink(stamp, latest)
+        }
+        if global.json {
+            print(String(decoding: try report.json(), as: UTF8.self))
+        } else {
+            print(report.text(), terminator: "")
+            print("report: \(out)/report.txt (also report.json, junit.xml)")
+        }
+        if !report.ok { throw ExitCode(1) }
+    }
+
+    /// The repository: the working directory if it has Package.swift, else three levels above
+    /// this binary (.build/debug/xfrmlab).
+    func repositoryRoot() -> String {
+        let cwd = FileManager.default.currentDirectoryPath
+        if FileManager.default.fileExists(atPath: cwd + "/Package.swift") { return cwd }
+        let exe = URL(fileURLWithPath: selfPath())
+        for up in 2...4 {
+            var url = exe
+            for _ in 0..<up { url.deleteLastPathComponent() }
+            if FileManager.default.fileExists(atPath: url.path + "/Package.swift") { return url.path }
+        }
+        return cwd
+    }
+}
+
+/// Runs the suite where it is started and writes the results for `xfrmlab matrix` (which starts
+/// it inside each VM, and on the host for `--kernel host`).
+struct MatrixGuest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "matrix-guest",
+        abstract: "The guest side of `xfrmlab matrix`: run the test binary, retry failures, read the kernel log and config, probe.",
+        shouldDisplay: false)
+
+    @Option(help: "The results directory (shared with the host).")
+    var output: String
+
+    @Option(name: .customLong("tests"), help: "The test binary.")
+    var testBinary: String
+
+    @Option(help: "Stop the tests by this time (seconds since 1970), to leave time for the kernel log and the probe.")
+    var deadline: Double?
+
+    @Flag var serial = false
+    @Flag var noRetry = false
+    @Option var filter: [String] = []
+    @Option var alone: [String] = []
+
+    func run() throws {
+        let timeout = deadline.map { $0 - Date().timeIntervalSince1970 } ?? 3600
+        try GuestDriver(output: output, testBinary: testBinary, xfrmlab: selfPath(), filters: filter, alone: alone,
+                        serial: serial, retry: !noRetry, timeout: max(30, timeout)).run()
+    }
+}
+
+/// This executable's path (/proc/self/exe, as the guest sees the same file).
+func selfPath() -> String {
+    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+}
