@@ -105,7 +105,7 @@ public final class Lab: @unchecked Sendable {
             timings.append((phase, now.timeIntervalSince(clock)))
             clock = now
         }
-        var plan = Plan(topology)
+        let plan = Plan(topology)
         let run = try Run(topology: topology.name, topologyFile: topology.source,
                           namespaces: Dictionary(uniqueKeysWithValues: plan.namespaces.map { ($0, $0) }))
         lap("run")
@@ -116,15 +116,6 @@ public final class Lab: @unchecked Sendable {
         let created: [Namespace]
         do {
             created = try Namespace.create(names: plan.namespaces.map { run.namespaceName(for: $0) }, sysctls: early)
-            // A kernel with tunnel modules loaded (ip_vti, ip6_vti, ip6_tunnel, sit …) gives every
-            // new namespace fallback devices (ip_vti0, ip6tnl0 …) at the first indexes: plan past them.
-            do {
-                let taken = try created.map { try $0.route.links().map(\.index).max() ?? 1 }.max() ?? 1
-                if taken >= plan.firstIndex { plan = Plan(topology, firstIndex: taken + 1) }
-            } catch {
-                created.forEach { $0.delete() }
-                throw error
-            }
         } catch {
             run.finish()
             throw error

@@ -34,11 +34,14 @@ struct Plan {
 
     static func switchName(for network: String) -> String { "_sw-" + network }
 
-    /// The first interface index planned in each namespace: 2 (after lo), or past the fallback
-    /// devices a kernel with tunnel modules loaded puts in every new namespace (ip_vti0, ip6tnl0 …).
+    /// The first interface index planned in each namespace. The kernel numbers the devices it
+    /// makes itself (loopback, and the fallback devices ip_vti0, ip6tnl0 … that a tunnel module
+    /// adds to every namespace, also to existing ones when it is loaded mid-run) upwards from 1;
+    /// planning from 1000 keeps the two ranges apart without reading anything back.
     let firstIndex: Int32
+    static let defaultFirstIndex: Int32 = 1000
 
-    init(_ topology: Topology, firstIndex: Int32 = 2) {
+    init(_ topology: Topology, firstIndex: Int32 = Plan.defaultFirstIndex) {
         self.firstIndex = firstIndex
         namespaces = topology.hosts.map(\.name)
         for network in topology.networks {
