@@ -37,8 +37,10 @@ struct CommandTests {
 
     @Test("gc spares a live run, and removes it once its owner is killed with SIGKILL")
     func gcAfterKill() throws {
+        let devNull = open("/dev/null", O_WRONLY | O_CLOEXEC)
+        defer { close(devNull) }
         let pid = try Namespaces.Process.spawn([xfrmlabBinary, "up", "--foreground", topologyFile("north-east-west")],
-                                               namespaceFD: -1, stdin: -1, stdout: -1, stderr: -1)
+                                               namespaceFD: -1, stdin: -1, stdout: devNull, stderr: devNull)
         var status: Int32 = 0
         defer { kill(pid, SIGKILL); waitpid(pid, &status, WNOHANG) }
         var run: Run.Found?
@@ -65,8 +67,10 @@ struct CommandTests {
     @Test("SIGKILL at 20 moments of up, traffic and down leaves only what gc removes; gc spares a live run; the next run works")
     func killedAnywhere() throws {
         // A live run that every gc must leave alone.
+        let devNull = open("/dev/null", O_WRONLY | O_CLOEXEC)
+        defer { close(devNull) }
         let keeper = try Namespaces.Process.spawn([xfrmlabBinary, "up", "--foreground", topologyFile("client1-client2-server")],
-                                                  namespaceFD: -1, stdin: -1, stdout: -1, stderr: -1)
+                                                  namespaceFD: -1, stdin: -1, stdout: devNull, stderr: devNull)
         var status: Int32 = 0
         defer { kill(keeper, SIGKILL); waitpid(keeper, &status, 0); _ = try? xfrmlab(["gc"]) }
         var keeperRun: Run.Found?
@@ -83,7 +87,7 @@ struct CommandTests {
             let delay = i < 4 ? i * 3_000 : Int.random(in: 0...400_000, using: &rng)
             moments.append(delay)
             let victim = try Namespaces.Process.spawn([xfrmlabBinary, "run", "connectivity", "--topology", topologyFile("north-east-west")],
-                                                      namespaceFD: -1, stdin: -1, stdout: -1, stderr: -1)
+                                                      namespaceFD: -1, stdin: -1, stdout: devNull, stderr: devNull)
             usleep(UInt32(delay))
             kill(victim, SIGKILL)
             waitpid(victim, &status, 0)
