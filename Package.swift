@@ -39,9 +39,11 @@ let package = Package(
         // `make fuzz`: libFuzzer over the topology loader and every netlink reply parser.
         .executableTarget(name: "XfrmLabFuzz", dependencies: ["Netlink", "Probes", "Topology"],
                           swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
-        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "CNetlink"]),
-        .testTarget(name: "TopologyTests", dependencies: ["Topology"], resources: [.copy("BadTopologies")]),
+        // What several test targets share (a replayable random generator).
+        .target(name: "TestSupport"),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "CNetlink", "TestSupport"]),
+        .testTarget(name: "TopologyTests", dependencies: ["Topology", "TestSupport"], resources: [.copy("BadTopologies")]),
         .testTarget(name: "MatrixTests", dependencies: ["Matrix"]),
-        .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink", "Xfrm"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink", "Xfrm", "TestSupport"]),
     ]
 )

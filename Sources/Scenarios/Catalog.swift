@@ -1,5 +1,6 @@
 import Foundation
 import Lab
+import Namespaces
 import Topology
 
 /// A scenario: a question about marks and routing asked of the running kernel, with the

@@ -103,11 +103,7 @@ public struct Capabilities: Sendable, Codable {
         return cache[name] ?? Capability(name: name, available: false, answer: "not probed")
     }
 
-    public static func kernelRelease() -> String {
-        var u = utsname()
-        uname(&u)
-        return withUnsafeBytes(of: u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-    }
+    public static func kernelRelease() -> String { Namespaces.kernelRelease() }
 
     // MARK: - Probing
 

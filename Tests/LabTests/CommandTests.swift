@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Namespaces
+import TestSupport
 import Testing
 
 /// The `xfrmlab` command end to end, as a user runs it.

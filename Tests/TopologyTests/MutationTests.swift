@@ -1,19 +1,8 @@
 import Foundation
+import TestSupport
 import Testing
 import Topology
 
-/// SplitMix64: a small, fast, deterministic generator, so a failure can be replayed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Breaks YAML text the way editing accidents and hostile input do.
 struct Mutator {
@@ -64,7 +53,7 @@ struct MutationTests {
     @Test(arguments: [("north-east-west.yaml", UInt64(0x5EED_0001), 300), ("client1-client2-server.yaml", 0x5EED_0002, 100)])
     func mutationsNeverCrash(file: String, seed: UInt64, rounds: Int) throws {
         let original = Array(try Fixtures.text(Fixtures.example(file)).utf8)
-        var mutator = Mutator(rng: SplitMix64(seed: seed))
+        var mutator = Mutator(rng: SplitMix64(state: seed))
         var loaded = 0, refused = 0
         for round in 0..<rounds {
             var bytes = original
