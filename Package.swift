@@ -31,6 +31,8 @@ let package = Package(
         .target(name: "Scenarios", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes"]),
         // The same suite on other kernels, in VMs (virtme-ng); verdicts against per-kernel expectations.
         .target(name: "Matrix", dependencies: ["Namespaces", "Yams"]),
+        // strongSwan (charon + swanctl/vici) and libreswan (pluto) in lab namespaces, each with its own files.
+        .target(name: "Daemons", dependencies: ["Lab", "Namespaces", "Netlink", "Topology"]),
         .executableTarget(name: "xfrmlab", dependencies: [
             "Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "Xfrm", "Matrix",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -44,6 +46,6 @@ let package = Package(
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "CNetlink", "TestSupport"]),
         .testTarget(name: "TopologyTests", dependencies: ["Topology", "TestSupport"], resources: [.copy("BadTopologies")]),
         .testTarget(name: "MatrixTests", dependencies: ["Matrix"]),
-        .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink", "Xfrm", "TestSupport"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink", "Xfrm", "TestSupport", "Daemons"]),
     ]
 )

@@ -37,3 +37,6 @@ then
     echo "deps: pip install -r Benchmarks/requirements.txt"
     "$python" -m pip install -q --disable-pip-version-check -r Benchmarks/requirements.txt
 fi
+
+# The IKE daemons (strongSwan from apt, libreswan unpacked into .build/daemons): see that script.
+Scripts/install-daemon-deps.sh

@@ -113,6 +113,8 @@ public struct GuestDriver {
     public var alone: [String]
     public var serial: Bool
     public var retry: Bool
+    /// On the host: the kernel log before the driver started is not ours.
+    public var onHost: Bool = false
     /// Seconds for the test runs, counted from the driver's start (the probe and the kernel log
     /// come after); the host's own timeout is a backstop.
     public var timeout: Double
@@ -142,25 +144,40 @@ public struct GuestDriver {
             xfrmStatCounters: (try? String(contentsOfFile: "/proc/net/xfrm_stat", encoding: .utf8))?
                 .split(separator: "\n").compactMap { $0.split(separator: " ", omittingEmptySubsequences: true).first.map(String.init) },
             finished: false)
-        let marker = "xfrmlab-matrix: clock \(getpid()) \(UInt64(start * 1e6))"
-        let marked = KernelLog.mark(marker)
+        // The kernel log, recorded from now on (and from boot in a fresh guest), tied to the
+        // test binary's clock by a line written and timed here.
+        let recorder = try? KernelLogRecorder(output: output + "/kmsg.txt", fromStart: !onHost)
+        if let marked = recorder?.mark("xfrmlab-matrix: clock \(getpid()) \(UInt64(start * 1e6))") {
+            record.kernelLogOffset = (marked.before + marked.after) / 2 - marked.logged
+        }
         try save(record)
 
         let deadline = start + timeout
-        var main = ["--no-parallel"].filter { _ in serial }
+        // Tests run alone only in a whole-suite run: --filter options are alternatives, so a
+        // filtered run cannot be split into "the rest" and "that one".
+        let alone = filters.isEmpty ? self.alone : []
+        var main: [String] = serial ? ["--no-parallel"] : []
         for f in filters { main += ["--filter", f] }
         for a in alone { main += ["--skip", a] }
         record.phases.append(runTests(name: "tests", events: "events.jsonl", arguments: main, until: deadline))
         try save(record)
         for (i, a) in alone.enumerated() where KernelLog.monotonic() < deadline {
             record.phases.append(runTests(name: "tests-alone-\(i + 1)", events: "events-alone-\(i + 1).jsonl",
-                                          arguments: filters.flatMap { ["--filter", $0] } + ["--filter", a], until: deadline))
+                                          arguments: ["--filter", a], until: deadline))
             try save(record)
         }
         if retry {
             let first = SuiteRun.merged(record.phases.map { SuiteRun.parse((try? String(contentsOfFile: output + "/" + $0.events, encoding: .utf8)) ?? "") })
-            let again = first.tests.filter { $0.outcome == .failed || $0.outcome == .didNotFinish }.map(\.id)
-            if !again.isEmpty && again.count <= 20 && KernelLog.monotonic() < deadline - 60 {
+            // Shortest first, as many as should fit before the deadline (at their first run's pace,
+            // with a margin); more than 20 failures is no flake, and not worth the time.
+            var failed = first.tests.filter { $0.outcome == .failed || $0.outcome == .didNotFinish }
+            failed.sort { ($0.seconds ?? .infinity) < ($1.seconds ?? .infinity) }
+            var budget = deadline - KernelLog.monotonic() - 30
+            let again = failed.count > 20 ? [] : failed.prefix { t in
+                budget -= 1.5 * (t.seconds ?? 60) + 5
+                return budget > 0
+            }.map(\.id)
+            if !again.isEmpty {
                 record.retried = again
                 // One at a time: a failure that came from crowding shows up as flaky.
                 record.phases.append(runTests(name: "tests-retry", events: "events-retry.jsonl",
@@ -169,13 +186,10 @@ public struct GuestDriver {
             }
         }
         record.probe = probe(timeout: min(120, max(10, deadline + 25 - KernelLog.monotonic())))
-        // The kernel log last, so it holds what the tests and their teardown caused.
-        let log = (try? KernelLog.read()) ?? []
-        if let marked, let mark = log.first(where: { $0.text == marker }) {
-            record.kernelLogOffset = (marked.before + marked.after) / 2 - mark.seconds
-        }
-        let kmsg = log.map { "\($0.priority),\($0.sequence),\($0.microseconds),-;\(escape($0.text))" }.joined(separator: "\n")
-        try Data((kmsg + "\n").utf8).write(to: URL(fileURLWithPath: output + "/kmsg.txt"))
+        // A moment for the teardown's last words (netns cleanup runs in a workqueue).
+        usleep(500_000)
+        recorder?.stop()
+        if recorder == nil { record.kernelLogOffset = nil }
         record.finished = true
         try save(record)
     }
@@ -222,9 +236,6 @@ public struct GuestDriver {
         try encoder.encode(record).write(to: URL(fileURLWithPath: output + "/" + GuestRecord.fileName), options: .atomic)
     }
 
-    func escape(_ text: String) -> String {
-        String(text.unicodeScalars.map { $0.value < 0x20 || $0 == "\\" ? String(format: "\\x%02x", $0.value) : String($0) }.joined())
-    }
 }
 
 /// Waits for a child until a CLOCK_MONOTONIC deadline; kills it (SIGTERM, then SIGKILL) after.

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Glibc
 
@@ -50,26 +51,6 @@ public struct KernelLogRecord: Codable, Sendable, Equatable {
 }
 
 public enum KernelLog {
-    /// Every record still in the kernel's ring buffer (needs CAP_SYSLOG; /dev/kmsg, non-blocking).
-    public static func read(device: String = "/dev/kmsg") throws -> [KernelLogRecord] {
-        let fd = open(device, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else { throw KernelLogError(text: "open \(device): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var records: [KernelLogRecord] = []
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while true {
-            let n = Glibc.read(fd, &buffer, buffer.count)
-            if n > 0 {
-                if let r = KernelLogRecord(kmsg: String(decoding: buffer[0..<n], as: UTF8.self)) { records.append(r) }
-                continue
-            }
-            if n < 0 && errno == EPIPE { continue }  // overwritten while reading: go on with the next
-            if n < 0 && errno == EINTR { continue }
-            break  // EAGAIN: nothing more
-        }
-        return records
-    }
-
     /// Writes a line to the kernel log and returns CLOCK_MONOTONIC around it, so the record's
     /// printk timestamp can be related to the test binary's clock.
     public static func mark(_ text: String, device: String = "/dev/kmsg") -> (before: Double, after: Double)? {
@@ -77,7 +58,9 @@ public enum KernelLog {
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         let before = monotonic()
-        let bytes = Array(text.utf8)
+        // With its newline: a record without one stays open (for a continuation) and reaches
+        // readers only when the next one is logged.
+        let bytes = Array((text + "\n").utf8)
         guard write(fd, bytes, bytes.count) == bytes.count else { return nil }
         return (before, monotonic())
     }
@@ -120,6 +103,89 @@ public enum KernelLog {
     }
 
     static func isWarning(_ text: String) -> Bool { warningPatterns.contains { text.contains($0) } }
+
+    /// Control characters and backslashes as `\xNN`, as /dev/kmsg itself writes them.
+    static func escape(_ text: String) -> String {
+        String(text.unicodeScalars.map { $0.value < 0x20 || $0 == "\\" ? String(format: "\\x%02x", $0.value) : String($0) }.joined())
+    }
+}
+
+/// Records the kernel log to a file while the suite runs, as /dev/kmsg gives it, so nothing is
+/// lost when the ring buffer wraps (1,000 bridge ports log thousands of lines) and what came
+/// before a panic is already in the shared directory.
+public final class KernelLogRecorder: @unchecked Sendable {
+    private let fd: Int32
+    private let out: FileHandle
+    private var wake: [Int32] = [-1, -1]
+    private let finished = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var marks: [String: Double] = [:]
+    private var stopping = false
+
+    /// `fromStart`: the whole ring buffer first (a fresh guest's boot); else only what comes next
+    /// (the host, whose log is not ours).
+    public init(output path: String, fromStart: Bool) throws {
+        fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw KernelLogError(text: "open /dev/kmsg: \(String(cString: strerror(errno)))") }
+        if !fromStart { lseek(fd, 0, SEEK_END) }
+        guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
+            close(fd)
+            throw KernelLogError(text: "cannot write \(path)")
+        }
+        out = handle
+        guard pipe(&wake) == 0 else { close(fd); throw KernelLogError(text: "pipe: \(String(cString: strerror(errno)))") }
+        let thread = Thread { [self] in loop() }
+        thread.name = "kmsg"
+        thread.start()
+    }
+
+    /// Writes `text` to the kernel log and returns its printk time and CLOCK_MONOTONIC around the write.
+    public func mark(_ text: String) -> (before: Double, after: Double, logged: Double)? {
+        guard let written = KernelLog.mark(text) else { return nil }
+        for _ in 0..<100 {
+            if let t = lock.withLock({ marks[text] }) { return (written.before, written.after, t) }
+            usleep(20_000)
+        }
+        return nil
+    }
+
+    /// Reads what is left and closes the file.
+    public func stop() {
+        lock.withLock { stopping = true }
+        _ = write(wake[1], "x", 1)
+        finished.wait()
+        try? out.close()
+        close(fd); close(wake[0]); close(wake[1])
+    }
+
+    private func loop() {
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake[0], events: Int16(POLLIN), revents: 0)]
+        while true {
+            var lines = ""
+            while true {
+                let n = read(fd, &buffer, buffer.count)
+                if n > 0 {
+                    let raw = String(decoding: buffer[0..<n], as: UTF8.self)
+                    if let record = KernelLogRecord(kmsg: raw) {
+                        lines += "\(record.priority),\(record.sequence),\(record.microseconds),-;\(KernelLog.escape(record.text))\n"
+                        if record.text.hasPrefix("xfrmlab-matrix: ") { lock.withLock { marks[record.text] = record.seconds } }
+                    }
+                    continue
+                }
+                if n < 0 && errno == EPIPE {  // overwritten before we read them
+                    lines += "# kernel log records lost (ring buffer wrapped)\n"
+                    continue
+                }
+                if n < 0 && errno == EINTR { continue }
+                break
+            }
+            if !lines.isEmpty { out.write(Data(lines.utf8)) }
+            if lock.withLock({ stopping }) { break }
+            _ = poll(&fds, 2, 1000)
+        }
+        finished.signal()
+    }
 }
 
 public struct KernelLogError: Error, CustomStringConvertible, Sendable {

@@ -136,6 +136,7 @@ public final class MatrixRunner {
         if !options.retry { driver.append("--no-retry") }
         for f in options.filters { driver += ["--filter", f] }
         for a in options.alone { driver += ["--alone", a] }
+        if isHost { driver.append("--host") }
 
         let launched = KernelLog.monotonic()
         var vm: VirtualMachine?
@@ -256,8 +257,11 @@ public final class MatrixRunner {
             SuiteRun.merged([main] + options.alone.indices.compactMap { events("events-alone-\($0 + 1).jsonl") })
         }
         let retry = events("events-retry.jsonl")
-        var log = ((try? String(contentsOfFile: results + "/kmsg.txt", encoding: .utf8)) ?? "")
-            .split(separator: "\n").compactMap { KernelLogRecord(kmsg: $0) }
+        let kmsg = (try? String(contentsOfFile: results + "/kmsg.txt", encoding: .utf8)) ?? ""
+        var log = kmsg.split(separator: "\n").compactMap { KernelLogRecord(kmsg: $0) }
+        if kmsg.contains("# kernel log records lost") {
+            result.notes.append("some kernel log records were overwritten before they could be read: a warning among them would be missed")
+        }
         // On the host, what the kernel logged before the driver started is someone else's.
         if isHost {
             if let record, let offset = record.kernelLogOffset {

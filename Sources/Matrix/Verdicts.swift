@@ -175,13 +175,17 @@ public struct Judge {
             var record = test
             var flakyDetail: String?
             if (test.outcome == .failed || test.outcome == .didNotFinish), let again = retry?[test.id] {
-                if again.outcome == .passed {
+                switch again.outcome {
+                case .passed:
                     flakyDetail = "failed, then passed on retry: " + (test.issues.isEmpty ? "did not finish" : test.issues.joined(separator: "; "))
                     record = again
-                } else {
+                case .failed, .skipped:
                     record = again
                     record.issues = test.issues + again.issues.map { "retry: " + $0 }
                     if test.outcome == .didNotFinish { record.issues.insert("did not finish the first time", at: 0) }
+                case .didNotFinish, .notRun:
+                    // The retry was cut short (the deadline): the first verdict stands.
+                    record.issues.append(again.outcome == .notRun ? "retry: not reached before the deadline" : "retry: did not finish")
                 }
             }
             var cell = Cell(verdict: .pass, detail: nil, expectation: nil, seconds: record.seconds)

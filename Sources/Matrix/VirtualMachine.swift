@@ -38,9 +38,9 @@ public enum AcceleratorProbe {
 /// overlays) and a shared results directory, running one command.
 ///
 /// vng runs in a session of its own, so stopping it stops qemu too (`kill(-pgid)`). If this
-/// process is killed outright, the parent-death signals take vng and qemu with it (vng gets
-/// one from `xl_spawn`, qemu from a `setpriv --pdeathsig` wrapper), and `Leftovers` finds any
-/// qemu still holding a results directory.
+/// process is killed outright, vng gets a parent-death signal (`xl_spawn`) and qemu is killed
+/// by a watchdog its wrapper starts; and `Leftovers` finds any qemu still holding a results
+/// directory (the next matrix kills those of dead matrices).
 public final class VirtualMachine {
     public struct Configuration: Sendable {
         public var kernel: Kernel
@@ -121,10 +121,19 @@ public final class VirtualMachine {
         guard let qemu = Executable.find("qemu-system-x86_64") else {
             throw VirtualMachineError("qemu-system-x86_64 not found: `Scripts/install-vm-deps.sh` installs qemu-system-x86")
         }
-        let setpriv = Executable.find("setpriv")
         let wrapper = c.workDirectory + "/qemu"
-        // qemu dies with vng, whatever kills vng.
-        let body = "#!/bin/sh\n" + (setpriv.map { "exec \($0) --pdeathsig KILL \(qemu) \"$@\"\n" } ?? "exec \(qemu) \"$@\"\n")
+        // qemu dies with this process, whatever kills it: vng runs qemu under a shell and
+        // virtme-run, which pass no parent-death signal on, so a watchdog beside qemu checks
+        // once a second that this process still lives.
+        let body = """
+            #!/bin/sh
+            # Written by xfrmlab matrix (pid \(getpid())) for vng --qemu: qemu, killed when that pid is gone.
+            me=$$
+            ( while kill -0 \(getpid()) 2>/dev/null && kill -0 "$me" 2>/dev/null; do sleep 1; done
+              kill -9 "$me" 2>/dev/null ) </dev/null >/dev/null 2>&1 &
+            exec \(qemu) "$@"
+
+            """
         try Data(body.utf8).write(to: URL(fileURLWithPath: wrapper))
         chmod(wrapper, 0o755)
         guard let setsid = Executable.find("setsid") else { throw VirtualMachineError("setsid (util-linux) not found") }

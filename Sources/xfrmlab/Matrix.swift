@@ -44,8 +44,8 @@ struct MatrixCommand: ParsableCommand {
     @Option(help: "Guest memory (qemu -m).")
     var memory: String = "2G"
 
-    @Option(help: "Seconds per kernel before its VM is stopped.")
-    var timeout: Double = 900
+    @Option(help: "Seconds per kernel before its VM is stopped (a hang's limit: the whole suite under TCG takes 6–13 min here).")
+    var timeout: Double = 1200
 
     @Option(help: "Seconds until the guest starts the suite (default 240 under TCG, 60 with KVM).")
     var bootTimeout: Double?
@@ -59,7 +59,7 @@ struct MatrixCommand: ParsableCommand {
     @Option(help: "Run only tests matching this regular expression (the test binary's --filter; repeatable).")
     var filter: [String] = []
 
-    @Option(help: "Run tests matching this regular expression after the rest, by themselves (repeatable; `make test` passes LoadTests, which holds the RTNL lock for seconds).")
+    @Option(help: "Run tests matching this regular expression after the rest, by themselves (repeatable; whole-suite runs only, not with --filter; `make test` passes LoadTests, which holds the RTNL lock for seconds).")
     var alone: [String] = []
 
     @Flag(help: "Plain progress lines instead of a live status line (implied by CI=true or a non-terminal stderr).")
@@ -164,11 +164,14 @@ struct MatrixGuest: ParsableCommand {
     @Flag var noRetry = false
     @Option var filter: [String] = []
     @Option var alone: [String] = []
+    @Flag(help: "Running on the host: record only the kernel log from now on.") var host = false
 
     func run() throws {
         let timeout = deadline.map { $0 - Date().timeIntervalSince1970 } ?? 3600
-        try GuestDriver(output: output, testBinary: testBinary, xfrmlab: selfPath(), filters: filter, alone: alone,
-                        serial: serial, retry: !noRetry, timeout: max(30, timeout)).run()
+        var driver = GuestDriver(output: output, testBinary: testBinary, xfrmlab: selfPath(), filters: filter, alone: alone,
+                                 serial: serial, retry: !noRetry, timeout: max(30, timeout))
+        driver.onHost = host
+        try driver.run()
     }
 }
 

@@ -267,6 +267,18 @@ struct VerdictTests {
         #expect(!Verdict.flaky.isProblem)
     }
 
+    @Test("a retry the deadline cut short leaves the first failure standing, not a missing test")
+    func retryCutShort() {
+        let first = SuiteRun.parse(eventStream)
+        let retry = SuiteRun.parse("""
+            {"kind":"test","payload":{"displayName":"fails","id":"EvTests.S/f()/T.swift:5:4","kind":"function","name":"f()"},"version":0}
+            """)
+        var vm = emptyResult(kernel("6.1", release: "6.1.0-56-amd64"), version: "6.1.192")
+        Judge(expectations: rules).judge(&vm, first: first, retry: retry, log: [], kernelLogOffset: 0)
+        #expect(vm.cells["EvTests.S/f()"]?.verdict == .fail)
+        #expect(vm.cells["EvTests.S/f()"]?.detail?.contains("not reached") == true)
+    }
+
     @Test("a kernel warning fails the one test that ran when it was logged, else the kernel's run")
     func warnings() {
         let first = SuiteRun.parse(eventStream)
@@ -350,5 +362,23 @@ struct ReportTests {
     func probeShapes(json: String) throws {
         let rows = try #require(ProbeTable.parse(json))
         #expect(rows == [Capability(name: "esp", value: "no", detail: "Requested type not found")])
+    }
+}
+
+@Suite("Recording the kernel log")
+struct KernelLogRecorderTests {
+    @Test("a line written to the kernel log is recorded and timed on CLOCK_MONOTONIC",
+          .enabled(if: geteuid() == 0 && access("/dev/kmsg", W_OK) == 0, "needs root and a writable /dev/kmsg"))
+    func marks() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("xfrmlab-kmsg-\(getpid())").path
+        defer { unlink(path) }
+        let recorder = try KernelLogRecorder(output: path, fromStart: false)
+        let mark = recorder.mark("xfrmlab-matrix: test \(getpid()) \(UInt64(KernelLog.monotonic() * 1e6))")
+        recorder.stop()
+        let m = try #require(mark)
+        // printk's clock and CLOCK_MONOTONIC agree to well within a second.
+        #expect(abs((m.before + m.after) / 2 - m.logged) < 1)
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(text.contains("xfrmlab-matrix: test \(getpid())"))
     }
 }

@@ -1,0 +1,311 @@
+import Foundation
+import Glibc
+import Namespaces
+import Netlink
+import Topology
+
+/// libreswan's pluto in a lab namespace, with its own ipsec.conf (`--config`), secrets
+/// (`--secretsfile`), NSS database (`--nssdir`, made with certutil), run directory and control
+/// socket (`--rundir`), dump directory and log, all under its instance directory; driven with
+/// `whack --ctlsocket`.
+///
+/// An unpacked libreswan (see Installation) runs in a mount namespace of its own in which the
+/// prefix's usr/libexec is bind-mounted over /usr/libexec: pluto execs
+/// /usr/libexec/ipsec/addconn at start-up, a path compiled in. The bind mount is private to
+/// pluto and its children (addconn, the updown script).
+public final class Libreswan: IKEDaemon, @unchecked Sendable {
+    public struct Options: Sendable {
+        /// `plutodebug=` (none, base, all …).
+        public var debug: String
+        /// Seconds before pluto gives up on an unanswered exchange (`retransmit-timeout=`).
+        public var retransmitTimeout: Int
+        /// How long pluto may take to listen and load the connection.
+        public var startTimeout: Double
+        /// Lines added to `config setup`.
+        public var extraSetup: [String]
+
+        public init(debug: String = "none", retransmitTimeout: Int = 10, startTimeout: Double = 30, extraSetup: [String] = []) {
+            self.debug = debug
+            self.retransmitTimeout = retransmitTimeout
+            self.startTimeout = startTimeout
+            self.extraSetup = extraSetup
+        }
+    }
+
+    public let kind = IKEDaemonKind.libreswan
+    public let host: String
+    public let namespace: Namespace
+    public let configuration: IKEConfiguration
+    public let options: Options
+    public let instance: DaemonInstance
+    public let installation: Installation.Libreswan
+    public var configPath: String { instance.directory + "/ipsec.conf" }
+    public var controlSocket: String { instance.directory + "/pluto.ctl" }
+    public var nssDirectory: String { instance.directory + "/nss" }
+    private var stopped = false
+    private let lock = NSLock()
+
+    private init(host: String, namespace: Namespace, configuration: IKEConfiguration, options: Options,
+                 instance: DaemonInstance, installation: Installation.Libreswan) {
+        self.host = host
+        self.namespace = namespace
+        self.configuration = configuration
+        self.options = options
+        self.instance = instance
+        self.installation = installation
+    }
+
+    /// Starts pluto in `namespace` with `configuration` (loaded by pluto itself, auto=add); on
+    /// any failure, whatever was started is stopped and removed before the error (with pluto's
+    /// log) is thrown.
+    public static func start(in namespace: Namespace, host: String, configuration: IKEConfiguration,
+                             options: Options = Options()) throws -> Libreswan {
+        let installation = try Installation.libreswan.get()
+        try configuration.validate()
+        if configuration.local.subnets.count > 1 || configuration.remote.subnets.count > 1 {
+            throw DaemonError(.configuration, "\(configuration.name): one subnet per end with libreswan here (leftsubnet=)")
+        }
+        if case .vti = configuration.style, configuration.family == .ipv6 {
+            throw DaemonError(.configuration, "libreswan \(installation.version): its updown script makes VTI devices with `ip tunnel add … mode vti`, IPv4 only")
+        }
+        let instance = try DaemonInstance(namespace: namespace, program: "pluto", logName: "pluto.log")
+        let daemon = Libreswan(host: host, namespace: namespace, configuration: configuration, options: options,
+                               instance: instance, installation: installation)
+        do {
+            try daemon.writeConfiguration()
+            try daemon.makeNSSDatabase()
+            try daemon.checkConfiguration()
+            try instance.launch(daemon.command(), environment: [
+                "PATH": installation.prefix == "/" ? "/usr/sbin:/usr/bin:/sbin:/bin"
+                    : "\(installation.prefix)/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG": "C",
+            ])
+            try daemon.waitForConnection()
+        } catch {
+            daemon.stopQuietly()
+            throw error
+        }
+        return daemon
+    }
+
+    func command() -> [String] {
+        let d = instance.directory
+        let pluto = [installation.pluto, "--config", configPath, "--nofork", "--rundir", d, "--nssdir", nssDirectory,
+                     "--secretsfile", d + "/ipsec.secrets", "--ipsecdir", d, "--dumpdir", d, "--logfile", instance.logPath]
+        guard installation.needsMountNamespace else { return pluto }
+        return ["unshare", "--mount", "--propagation", "private", "--",
+                "sh", "-c", "mount --bind \"$0\" /usr/libexec && exec \"$@\"", installation.prefix + "/usr/libexec"] + pluto
+    }
+
+    // MARK: - Configuration
+
+    func writeConfiguration() throws {
+        let c = configuration
+        var values: [String: String] = [
+            "NAMESPACE": namespace.name,
+            "DIRECTORY": instance.directory,
+            "LOG": instance.logPath,
+            "DEBUG": options.debug,
+            "EXTRA": options.extraSetup.joined(separator: "\n  "),
+            "NAME": c.name,
+            "LOCAL_ADDRESS": c.local.address.description,
+            "REMOTE_ADDRESS": c.remote.address.description,
+            "LOCAL_ID": libreswanID(c.local.id),
+            "REMOTE_ID": libreswanID(c.remote.id),
+            "LOCAL_SUBNETS": c.local.subnets.map(\.description).joined(separator: ","),
+            "REMOTE_SUBNETS": c.remote.subnets.map(\.description).joined(separator: ","),
+            "IKE_PROPOSALS": c.ike.map(\.libreswan).joined(separator: ","),
+            "ESP_PROPOSALS": c.esp.map(\.libreswan).joined(separator: ","),
+            "RETRANSMIT_TIMEOUT": "\(options.retransmitTimeout)",
+            "PFS": c.esp.contains { $0.group != nil } ? "yes" : "no",
+            "MARK": "", "MARK_OUT": "", "VTI": "", "IPSEC_INTERFACE": "", "PSK": "", "LOCAL_CERT": "",
+        ]
+        switch c.style {
+        case .policy: break
+        case .markedPolicy(let mark): values["MARK_OUT"] = markText(mark)
+        case .vti(let key, let device):
+            values["MARK"] = markText(key)
+            values["VTI"] = device
+        case .xfrmInterface(let id): values["IPSEC_INTERFACE"] = "\(id)"
+        }
+        switch c.authentication {
+        case .psk(let secret):
+            values["AUTHBY"] = "secret"
+            values["PSK"] = secret.value
+        case .certificates:
+            values["AUTHBY"] = "ecdsa"
+            values["LOCAL_CERT"] = c.local.host
+        }
+        try instance.write("ipsec.conf", try Template.load("libreswan/ipsec.conf").render(values))
+        try instance.write("ipsec.secrets", try Template.load("libreswan/ipsec.secrets").render(values), mode: 0o600)
+    }
+
+    /// An FQDN identity is written `@name` in libreswan; addresses and DNs as they are.
+    func libreswanID(_ id: String) -> String {
+        if IPAddress(id) != nil || id.hasPrefix("@") || id.contains("=") { return id }
+        return "@" + id
+    }
+
+    /// `ipsec initnss --nssdir DIR` (certutil -N with an empty password), then, with
+    /// certificates, the CA (trusted) and this end's key and certificate (pk12util).
+    func makeNSSDatabase() throws {
+        let nss = try instance.subdirectory("nss")
+        try tool([installation.certutil, "-N", "-d", "sql:" + nss, "--empty-password"], "certutil -N")
+        if case .certificates(let ca) = configuration.authentication {
+            let issued = try ca.issue(for: configuration.local)
+            try tool([installation.certutil, "-A", "-d", "sql:" + nss, "-n", "xfrmlab-ca", "-t", "CT,,", "-i", ca.certificatePath],
+                     "certutil -A (CA)")
+            try tool([installation.pk12util, "-d", "sql:" + nss, "-i", issued.pkcs12, "-W", ""], "pk12util -i")
+        }
+    }
+
+    private func tool(_ command: [String], _ what: String) throws {
+        let r = try namespace.execute(command, timeout: 60)
+        guard r.succeeded else {
+            throw DaemonError(.start, "\(self): \(what) failed: \(r)", logs: [
+                LogExcerpt(title: what, lines: (r.standardOutput + r.standardError).split(separator: "\n").map(String.init)),
+            ])
+        }
+    }
+
+    /// `addconn --config FILE --checkconfig`: a mistake in the file, with libreswan's words,
+    /// before pluto starts.
+    func checkConfiguration() throws {
+        let r = try namespace.execute([installation.addconn, "--config", configPath, "--checkconfig"], timeout: 30)
+        guard r.succeeded else {
+            throw DaemonError(.configuration, "\(self): addconn --checkconfig refused \(configPath) (exit \(r.status))",
+                              logs: [LogExcerpt(title: "addconn --checkconfig",
+                                                lines: (r.standardOutput + r.standardError).split(separator: "\n").map(String.init))])
+        }
+    }
+
+    // MARK: - Start-up
+
+    /// Waits until pluto answers on its control socket with the connection loaded (pluto's
+    /// addconn helper adds it and tells pluto to listen).
+    private func waitForConnection() throws {
+        let deadline = Date().addingTimeInterval(options.startTimeout)
+        var said = ""
+        while true {
+            if access(controlSocket, F_OK) == 0, let r = try? whack(["--status"], timeout: 10) {
+                said = r.standardOutput
+                if r.succeeded && r.standardOutput.contains("\"\(configuration.name)\":") { return }
+            }
+            guard instance.isRunning else {
+                throw DaemonError(.start, "\(self): pluto exited during start-up (\(instance.exitDescription))",
+                                  logs: instance.logExcerpts())
+            }
+            guard Date() < deadline else {
+                throw DaemonError(.start, "\(self): connection \(configuration.name) not loaded after \(format(options.startTimeout)) s"
+                                  + (said.isEmpty ? "" : " (whack --status: \(said.split(separator: "\n").count) lines, without it)"),
+                                  logs: instance.logExcerpts())
+            }
+            usleep(20_000)
+        }
+    }
+
+    // MARK: - Control
+
+    /// `ipsec whack --ctlsocket …/pluto.ctl ARGS`, in the daemon's namespace.
+    public func whack(_ arguments: [String], timeout: Double = 20) throws -> ProcessResult {
+        try namespace.execute([installation.whack, "--ctlsocket", controlSocket] + arguments, timeout: timeout)
+    }
+
+    /// `ipsec whack --name NAME --initiate`: waits until pluto reports the outcome.
+    public func initiate(timeout: Double = 20) throws {
+        let r = try whack(["--name", configuration.name, "--initiate"], timeout: timeout)
+        if (try? established()) != nil { return }
+        let output = (r.standardOutput + r.standardError).split(separator: "\n").map(String.init)
+        throw DaemonError(.negotiation, "\(self): whack --initiate of \(configuration.name) did not establish it (exit \(r.status))",
+                          logs: [LogExcerpt(title: "whack --initiate", lines: Array(output.suffix(20)))] + instance.logExcerpts())
+    }
+
+    /// `ipsec whack --showstates`, parsed.
+    public func status() throws -> [IKESAStatus] {
+        let r = try whack(["--showstates"], timeout: 10)
+        guard r.succeeded else { throw DaemonError(.control, "\(self): whack --showstates: \(r)") }
+        return Libreswan.parseStates(r.standardOutput, name: configuration.name,
+                                     local: configuration.local.address, remote: configuration.remote.address)
+    }
+
+    /// Parses `whack --showstates` lines such as
+    /// `#1: "x":500 STATE_V2_ESTABLISHED_IKE_SA (established IKE SA); …`,
+    /// `#2: "x":500 STATE_V2_ESTABLISHED_CHILD_SA (established Child SA); …; IKE SA #1; …` and
+    /// `#2: "x" esp.1a2b3c4d@192.1.2.23 esp.5e6f7a8b@192.1.2.45 tun.0@… Traffic: ESPin=0B ESPout=0B …`
+    /// (`esp:1a2b3c4d@2001:db8::1` for IPv6)
+    /// (older versions prefix each line with a number such as `000 `).
+    static func parseStates(_ text: String, name: String, local: IPAddress, remote: IPAddress) -> [IKESAStatus] {
+        struct Entry { var state = ""; var parent: String?; var spiIn: UInt32?; var spiOut: UInt32?; var bytesIn: UInt64?; var bytesOut: UInt64? }
+        var entries: [String: Entry] = [:]
+        var order: [String] = []
+        for raw in text.split(separator: "\n") {
+            var line = Substring(raw)
+            if let first = line.first, first.isNumber, let space = line.firstIndex(of: " "),
+               line[..<space].allSatisfy(\.isNumber) { line = line[line.index(after: space)...] }
+            guard line.hasPrefix("#"), let colon = line.firstIndex(of: ":") else { continue }
+            let serial = String(line[line.index(after: line.startIndex)..<colon])
+            guard serial.allSatisfy(\.isNumber), line[colon...].contains("\"\(name)\"") else { continue }
+            if entries[serial] == nil { order.append(serial) }
+            var e = entries[serial] ?? Entry()
+            let words = line.split(separator: " ").map(String.init)
+            if let state = words.first(where: { $0.hasPrefix("STATE_") }) { e.state = state }
+            if let i = words.firstIndex(of: "SA"), i > 0, words[i - 1] == "IKE", i + 1 < words.count {
+                e.parent = words[i + 1].trimmingCharacters(in: CharacterSet(charactersIn: "#;"))
+            }
+            // `esp.SPI@ADDRESS` for IPv4, `esp:SPI@ADDRESS` for IPv6 (libreswan's jam_said()).
+            for w in words where w.hasPrefix("esp.") || w.hasPrefix("esp:") {
+                let parts = w.dropFirst(4).split(separator: "@", maxSplits: 1)
+                guard parts.count == 2, let spi = UInt32(parts[0], radix: 16), let at = IPAddress(String(parts[1])) else { continue }
+                if at == remote { e.spiOut = spi } else if at == local { e.spiIn = spi }
+            }
+            func bytes(_ key: String) -> UInt64? {
+                words.first { $0.hasPrefix(key + "=") }.flatMap { UInt64($0.dropFirst(key.count + 1).prefix { $0.isNumber }) }
+            }
+            e.bytesIn = bytes("ESPin") ?? e.bytesIn
+            e.bytesOut = bytes("ESPout") ?? e.bytesOut
+            entries[serial] = e
+        }
+        func isChild(_ e: Entry) -> Bool { e.state.contains("CHILD") || e.state.contains("IPSEC") || e.parent != nil }
+        var out: [IKESAStatus] = []
+        for serial in order {
+            let e = entries[serial]!
+            guard !isChild(e) else { continue }
+            let children = order.filter { entries[$0]!.parent == serial && isChild(entries[$0]!) }.map { s -> ChildSAStatus in
+                let c = entries[s]!
+                return ChildSAStatus(serial: "#" + s, state: c.state, installed: c.state.contains("ESTABLISHED"),
+                                     inboundSPI: c.spiIn, outboundSPI: c.spiOut, udpEncapsulated: nil,
+                                     bytesIn: c.bytesIn, bytesOut: c.bytesOut, packetsIn: nil, packetsOut: nil)
+            }
+            out.append(IKESAStatus(serial: "#" + serial, state: e.state, established: e.state.contains("ESTABLISHED"),
+                                   children: children))
+        }
+        return out
+    }
+
+    /// `ipsec whack --name NAME --rekey-ipsec --asynchronous`.
+    public func rekeyChild() throws {
+        let r = try whack(["--name", configuration.name, "--rekey-ipsec", "--asynchronous"], timeout: 10)
+        guard r.succeeded else {
+            throw DaemonError(.control, "\(self): whack --rekey-ipsec refused: \(r)", logs: instance.logExcerpts())
+        }
+    }
+
+    // MARK: - Stop
+
+    @discardableResult
+    public func stop() throws -> StopReport? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !stopped else { return nil }
+        stopped = true
+        // SIGTERM: pluto deletes its SAs and policies, runs the down updown (routes, a VTI
+        // device it made) and removes its control socket and pid file.
+        let report = instance.terminate(grace: 10)
+        instance.remove()
+        let left = instance.leftovers()
+        guard left.isEmpty else { throw DaemonError(.stop, "\(self): not cleanly stopped: \(left.joined(separator: "; "))") }
+        return report
+    }
+
+    func stopQuietly() { _ = try? stop() }
+}

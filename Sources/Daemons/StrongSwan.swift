@@ -1,0 +1,292 @@
+import Foundation
+import Glibc
+import Namespaces
+import Netlink
+import Topology
+
+/// strongSwan's charon (`charon-systemd`) in a lab namespace, with its own strongswan.conf
+/// (through `STRONGSWAN_CONF`, so /etc/strongswan.conf is never read), swanctl.conf, vici
+/// socket and log under its instance directory, configured with `swanctl --load-all` over that
+/// socket and driven over vici.
+public final class StrongSwan: IKEDaemon, @unchecked Sendable {
+    /// How charon is set up besides the connection.
+    public struct Options: Sendable {
+        public enum Backend: Sendable, Hashable {
+            /// The kernel's XFRM (kernel-netlink): needs a kernel with ESP.
+            case kernel
+            /// ESP in user space (kernel-libipsec) over a TUN device, with ESP forced into UDP;
+            /// works on a kernel without ESP. kernel-libipsec's documentation for host-to-host:
+            /// `allowPeerTS` (the peer as traffic selector) and `fwmark` (IKE and ESP marked, so
+            /// they skip the routes into the TUN device; nil leaves it out, and then they loop).
+            case libipsec(allowPeerTS: Bool = true, fwmark: UInt32? = 0x42)
+        }
+        public var backend: Backend
+        /// charon's log level for every subsystem (1: the default, IKE progress and failures).
+        public var logLevel: Int
+        /// Retransmissions of an unanswered request and the first timeout (seconds).
+        public var retransmitTries: Int
+        public var retransmitTimeout: Double
+        /// How long charon may take to open its vici socket.
+        public var startTimeout: Double
+        /// Lines added inside `charon { }` of strongswan.conf.
+        public var extraSettings: [String]
+
+        /// The retransmission defaults give a peer about 20 s (2 s, then ×1.4 four times): enough
+        /// for a libreswan responder under TCG, whose updown script alone can take seconds.
+        public init(backend: Backend = .kernel, logLevel: Int = 1, retransmitTries: Int = 4, retransmitTimeout: Double = 2,
+                    startTimeout: Double = 30, extraSettings: [String] = []) {
+            self.backend = backend
+            self.logLevel = logLevel
+            self.retransmitTries = retransmitTries
+            self.retransmitTimeout = retransmitTimeout
+            self.startTimeout = startTimeout
+            self.extraSettings = extraSettings
+        }
+    }
+
+    public let kind = IKEDaemonKind.strongSwan
+    public let host: String
+    public let namespace: Namespace
+    public let configuration: IKEConfiguration
+    public let options: Options
+    public let instance: DaemonInstance
+    public let installation: Installation.StrongSwan
+    /// The vici socket.
+    public var viciPath: String { instance.directory + "/charon.vici" }
+    /// The strongswan.conf in effect (`STRONGSWAN_CONF`).
+    public var settingsPath: String { instance.directory + "/strongswan.conf" }
+    public var swanctlConfigPath: String { instance.directory + "/swanctl/swanctl.conf" }
+    private var device: String?
+    private var stopped = false
+    private let lock = NSLock()
+
+    private init(host: String, namespace: Namespace, configuration: IKEConfiguration, options: Options,
+                 instance: DaemonInstance, installation: Installation.StrongSwan) {
+        self.host = host
+        self.namespace = namespace
+        self.configuration = configuration
+        self.options = options
+        self.instance = instance
+        self.installation = installation
+    }
+
+    /// Starts charon in `namespace` and loads `configuration`; on any failure, whatever was
+    /// started is stopped and removed before the error (with charon's log) is thrown.
+    public static func start(in namespace: Namespace, host: String, configuration: IKEConfiguration,
+                             options: Options = Options()) throws -> StrongSwan {
+        let installation = try Installation.strongSwan.get()
+        if case .libipsec = options.backend { try Installation.libipsec.get() }
+        try configuration.validate()
+        let instance = try DaemonInstance(namespace: namespace, program: "charon", logName: "charon.log")
+        let daemon = StrongSwan(host: host, namespace: namespace, configuration: configuration, options: options,
+                                instance: instance, installation: installation)
+        do {
+            try daemon.writeConfiguration()
+            if case .kernel = options.backend { daemon.device = try TunnelDevices.make(for: configuration, in: namespace) }
+            try instance.launch([installation.charon], environment: [
+                "STRONGSWAN_CONF": daemon.settingsPath,
+                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG": "C",
+            ])
+            try daemon.waitForVici()
+            try daemon.load()
+        } catch {
+            daemon.stopQuietly()
+            throw error
+        }
+        return daemon
+    }
+
+    // MARK: - Configuration
+
+    func writeConfiguration() throws {
+        let c = configuration
+        var plugins = Installation.strongSwanPlugins
+        var libipsec = false, allowPeerTS = false
+        var fwmark: UInt32?
+        if case .libipsec(let allow, let mark) = options.backend {
+            // kernel-libipsec first: its IPsec backend wins over kernel-netlink's.
+            plugins.insert("kernel-libipsec", at: plugins.firstIndex(of: "kernel-netlink")!)
+            libipsec = true
+            allowPeerTS = allow
+            fwmark = mark
+        }
+        let settings = try Template.load("strongswan/strongswan.conf").render([
+            "NAMESPACE": namespace.name,
+            "DIRECTORY": instance.directory,
+            "PLUGINS": plugins.joined(separator: " "),
+            // Route-based styles route into their device themselves; charon's routes in table
+            // 220 would take the traffic first.
+            "INSTALL_ROUTES": c.style.device == nil ? "yes" : "no",
+            "RETRANSMIT_TRIES": "\(options.retransmitTries)",
+            "RETRANSMIT_TIMEOUT": "\(options.retransmitTimeout)",
+            "LOG": instance.logPath,
+            "LOG_LEVEL": "\(options.logLevel)",
+            "VICI": viciPath,
+            "LIBIPSEC": libipsec ? "yes" : "",
+            "ALLOW_PEER_TS": allowPeerTS ? "yes" : "no",
+            "FWMARK": fwmark.map { "0x" + String($0, radix: 16) } ?? "",
+            "EXTRA": options.extraSettings.joined(separator: "\n  "),
+        ])
+        try instance.write("strongswan.conf", settings)
+
+        let swanctl = try instance.subdirectory("swanctl")
+        for sub in ["x509", "x509ca", "private"] { try instance.subdirectory("swanctl/" + sub) }
+        var values: [String: String] = [
+            "NAMESPACE": namespace.name,
+            "NAME": c.name,
+            "LOCAL_ADDRESS": c.local.address.description,
+            "REMOTE_ADDRESS": c.remote.address.description,
+            "IKE_PROPOSALS": c.ike.map(\.strongSwan).joined(separator: ","),
+            "ESP_PROPOSALS": c.esp.map(\.strongSwan).joined(separator: ","),
+            "LOCAL_ID": c.local.id,
+            "REMOTE_ID": c.remote.id,
+            "LOCAL_TS": c.local.trafficSelectors.map(\.description).joined(separator: ","),
+            "REMOTE_TS": c.remote.trafficSelectors.map(\.description).joined(separator: ","),
+            "IF_ID": "", "MARK_IN": "", "MARK_OUT": "", "PSK": "", "LOCAL_CERT": "",
+        ]
+        switch c.style {
+        case .policy: break
+        case .markedPolicy(let mark): values["MARK_OUT"] = markText(mark)
+        case .vti(let key, _):
+            values["MARK_IN"] = markText(key)
+            values["MARK_OUT"] = markText(key)
+        case .xfrmInterface(let id): values["IF_ID"] = "0x" + String(id, radix: 16)
+        }
+        switch c.authentication {
+        case .psk(let secret):
+            values["AUTH"] = "psk"
+            values["PSK"] = secret.value
+        case .certificates(let ca):
+            values["AUTH"] = "pubkey"
+            let issued = try ca.issue(for: c.local)
+            try copy(ca.certificatePath, to: swanctl + "/x509ca/ca.pem", mode: 0o644)
+            try copy(issued.certificate, to: swanctl + "/x509/\(c.local.host).pem", mode: 0o644)
+            try copy(issued.key, to: swanctl + "/private/\(c.local.host).pem", mode: 0o600)
+            values["LOCAL_CERT"] = "\(c.local.host).pem"
+        }
+        try instance.write("swanctl/swanctl.conf", try Template.load("strongswan/swanctl.conf").render(values), mode: 0o600)
+    }
+
+    private func copy(_ from: String, to: String, mode: mode_t) throws {
+        guard let text = try? String(contentsOfFile: from, encoding: .utf8) else {
+            throw DaemonError(.configuration, "cannot read \(from)")
+        }
+        try instance.write(to, text, mode: mode)
+    }
+
+    // MARK: - Start-up
+
+    private func waitForVici() throws {
+        let deadline = Date().addingTimeInterval(options.startTimeout)
+        while true {
+            if let connection = try? ViciConnection(path: viciPath) {
+                connection.close()
+                return
+            }
+            guard instance.isRunning else {
+                throw DaemonError(.start, "\(self): charon exited during start-up (\(instance.exitDescription))",
+                                  logs: instance.logExcerpts())
+            }
+            guard Date() < deadline else {
+                throw DaemonError(.start, "\(self): no vici socket at \(viciPath) after \(format(options.startTimeout)) s",
+                                  logs: instance.logExcerpts())
+            }
+            usleep(10_000)
+        }
+    }
+
+    /// `swanctl --load-all --file …/swanctl.conf`, over this instance's socket (swanctl reads the
+    /// socket's path from the same strongswan.conf).
+    private func load() throws {
+        let r = try namespace.execute(["env", "STRONGSWAN_CONF=\(settingsPath)", installation.swanctl,
+                                       "--load-all", "--noprompt", "--file", swanctlConfigPath], timeout: 30)
+        // swanctl looks for credential directories it does not need (pkcs12, rsa …): not news.
+        let said = (r.standardOutput + r.standardError).split(separator: "\n").map(String.init)
+            .filter { !$0.hasPrefix("opening directory") }
+        guard r.succeeded, said.contains(where: { $0.contains("loaded connection '\(configuration.name)'") }) else {
+            throw DaemonError(.load, "\(self): swanctl --load-all failed (exit \(r.status))",
+                              logs: [LogExcerpt(title: "swanctl --load-all", lines: said)] + instance.logExcerpts())
+        }
+    }
+
+    // MARK: - Control
+
+    private func vici(_ command: String, _ arguments: [(String, String)] = [], streaming event: String? = nil,
+                      timeout: Double = 10) throws -> (response: ViciMessage, events: [ViciMessage]) {
+        let connection = try ViciConnection(path: viciPath)
+        defer { connection.close() }
+        return try connection.call(command, .strings(arguments), streaming: event, timeout: timeout)
+    }
+
+    /// vici `initiate` of the child SA (and so its IKE SA): returns when both are up.
+    public func initiate(timeout: Double = 20) throws {
+        let r: ViciMessage
+        do {
+            r = try vici("initiate", [("child", configuration.name), ("ike", configuration.name),
+                                      ("timeout", "\(Int(timeout * 1000))"), ("init-limits", "no")],
+                         timeout: timeout + 5).response
+        } catch let e as DaemonError {
+            throw DaemonError(.negotiation, "\(self): initiating \(configuration.name): \(e.message)", logs: instance.logExcerpts())
+        }
+        guard r["success"]?.string == "yes" else {
+            throw DaemonError(.negotiation, "\(self): initiating \(configuration.name) failed: \(r["errmsg"]?.string ?? "no reason given")",
+                              logs: instance.logExcerpts())
+        }
+    }
+
+    /// vici `list-sas` of the connection (`swanctl --list-sas --ike NAME`).
+    public func status() throws -> [IKESAStatus] {
+        let events = try vici("list-sas", [("ike", configuration.name), ("noblock", "yes")], streaming: "list-sa").events
+        var out: [IKESAStatus] = []
+        for event in events {
+            for (_, value) in event.items {
+                guard let ike = value.section else { continue }
+                let state = ike["state"]?.string ?? "?"
+                var children: [ChildSAStatus] = []
+                for (_, child) in ike["child-sas"]?.section?.items ?? [] {
+                    guard let c = child.section else { continue }
+                    let childState = c["state"]?.string ?? "?"
+                    children.append(ChildSAStatus(
+                        serial: c["uniqueid"]?.string ?? "?", state: childState, installed: childState == "INSTALLED",
+                        inboundSPI: c["spi-in"]?.string.flatMap { UInt32($0, radix: 16) },
+                        outboundSPI: c["spi-out"]?.string.flatMap { UInt32($0, radix: 16) },
+                        udpEncapsulated: c["encap"]?.string == "yes",
+                        bytesIn: c["bytes-in"]?.string.flatMap { UInt64($0) }, bytesOut: c["bytes-out"]?.string.flatMap { UInt64($0) },
+                        packetsIn: c["packets-in"]?.string.flatMap { UInt64($0) }, packetsOut: c["packets-out"]?.string.flatMap { UInt64($0) }))
+                }
+                out.append(IKESAStatus(serial: ike["uniqueid"]?.string ?? "?", state: state, established: state == "ESTABLISHED",
+                                       children: children))
+            }
+        }
+        return out
+    }
+
+    /// vici `rekey` of the child SA (`swanctl --rekey --child NAME`).
+    public func rekeyChild() throws {
+        let r = try vici("rekey", [("child", configuration.name)]).response
+        guard r["success"]?.string == "yes" else {
+            throw DaemonError(.control, "\(self): rekey of \(configuration.name) refused: \(r["errmsg"]?.string ?? "no reason given")",
+                              logs: instance.logExcerpts())
+        }
+    }
+
+    // MARK: - Stop
+
+    @discardableResult
+    public func stop() throws -> StopReport? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !stopped else { return nil }
+        stopped = true
+        // SIGTERM: charon removes its SAs, policies, routes, the routing rule and the TUN device.
+        let report = instance.terminate(grace: 5)
+        if let device { TunnelDevices.remove(device, in: namespace) }
+        instance.remove()
+        let left = instance.leftovers()
+        guard left.isEmpty else { throw DaemonError(.stop, "\(self): not cleanly stopped: \(left.joined(separator: "; "))") }
+        return report
+    }
+
+    func stopQuietly() { _ = try? stop() }
+}
