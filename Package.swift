@@ -34,7 +34,7 @@ let package = Package(
         // strongSwan (charon + swanctl/vici) and libreswan (pluto) in lab namespaces, each with its own files.
         .target(name: "Daemons", dependencies: ["Lab", "Namespaces", "Netlink", "Topology"]),
         .executableTarget(name: "xfrmlab", dependencies: [
-            "Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "Xfrm", "Matrix",
+            "Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "Xfrm", "Matrix", "Daemons",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

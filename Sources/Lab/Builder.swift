@@ -89,7 +89,7 @@ struct Builder {
         lap("nftables")
 
         // IPsec tunnels once the network they run over is up.
-        if !lab.topology.tunnels.isEmpty {
+        if lab.topology.tunnels.contains(where: { !$0.usesIKE }) {
             lab.tunnels = try TunnelInstaller.install(lab.topology, namespaces: lab.namespaces)
             lap("tunnels")
         }

@@ -1,5 +1,6 @@
 /// Graphviz (DOT) text for a topology: hosts as boxes, networks as ellipses with their
-/// subnets, an edge per attachment labelled with the interface and its addresses.
+/// subnets, an edge per attachment labelled with the interface and its addresses, and a
+/// dashed edge per IPsec tunnel with its style, mark or if_id, and its IKE daemons.
 extension Topology {
     public func dot() -> String {
         // Names and addresses are validated (no quotes or backslashes); `\n` breaks label lines.
@@ -23,6 +24,21 @@ extension Topology {
                 let label = ([m.interface] + m.addresses.map(\.description)).joined(separator: "\\n")
                 out += "  \(q("host:" + m.host)) -- \(q("net:" + n.name)) [label=\(q(label)), len=2.2];\n"
             }
+        }
+        for t in tunnels {
+            var label = ["\(t.name): \(t.style.rawValue)"]
+            switch t.style {
+            case .policy: if let m = t.mark { label[0] += " mark \(m)" }
+            case .vti: if let m = t.mark { label[0] += " key \(m.value)" }
+            case .xfrmi: if let id = t.interfaceID { label[0] += " if_id \(id)" }
+            }
+            if let l = t.left.ike, let r = t.right.ike {
+                label.append("IKE \(l.rawValue) → \(r.rawValue) (\(t.authentication.rawValue))")
+            } else {
+                label.append("static keys, \(t.algorithm.rawValue)" + (t.encapsulation == .udp ? ", ESP in UDP" : ""))
+            }
+            label.append(t.left.subnets.map(\.description).joined(separator: " ") + " ⇄ " + t.right.subnets.map(\.description).joined(separator: " "))
+            out += "  \(q("host:" + t.left.host)) -- \(q("host:" + t.right.host)) [style=dashed, penwidth=2, color=\"#b5472c\", fontcolor=\"#b5472c\", len=3, label=\(q(label.joined(separator: "\\n")))];\n"
         }
         return out + "}\n"
     }

@@ -23,6 +23,17 @@ public struct Tunnel: Hashable, Sendable, Codable {
         case udp
     }
 
+    /// An IKE daemon that negotiates the tunnel instead of static keys (`ike:` on each end).
+    public enum IKEDaemon: String, Hashable, Sendable, Codable, CaseIterable {
+        case strongswan, libreswan
+    }
+
+    /// How the daemons of an IKE tunnel authenticate each other (`auth:`): a random PSK per
+    /// run, or certificates from a CA made for the run.
+    public enum Authentication: String, Hashable, Sendable, Codable, CaseIterable {
+        case psk, certificates
+    }
+
     /// One end of the tunnel.
     public struct Endpoint: Hashable, Sendable, Codable {
         public var host: String
@@ -32,14 +43,17 @@ public struct Tunnel: Hashable, Sendable, Codable {
         public var subnets: [CIDR]
         /// The VTI or xfrm device for `vti` and `xfrmi` styles.
         public var device: String?
+        /// The IKE daemon on this end; nil for a static-keyed tunnel.
+        public var ike: IKEDaemon?
         public var location: SourceLocation?
 
         public init(host: String, address: IPAddress, subnets: [CIDR], device: String? = nil,
-                    location: SourceLocation? = nil) {
+                    ike: IKEDaemon? = nil, location: SourceLocation? = nil) {
             self.host = host
             self.address = address
             self.subnets = subnets
             self.device = device
+            self.ike = ike
             self.location = location
         }
     }
@@ -57,11 +71,16 @@ public struct Tunnel: Hashable, Sendable, Codable {
     public var encapsulation: Encapsulation?
     /// The reqid tying policies to SAs; unique per tunnel in the file.
     public var reqid: UInt32
+    /// For an IKE tunnel (both ends have `ike:`).
+    public var authentication: Authentication
     public var location: SourceLocation?
+
+    /// Negotiated by IKE daemons (the Daemons module starts them), not installed with static keys.
+    public var usesIKE: Bool { left.ike != nil && right.ike != nil }
 
     public init(name: String, style: Style, left: Endpoint, right: Endpoint, mark: Mark? = nil,
                 interfaceID: UInt32? = nil, algorithm: Algorithm = .aead, encapsulation: Encapsulation? = nil,
-                reqid: UInt32 = 1, location: SourceLocation? = nil) {
+                reqid: UInt32 = 1, authentication: Authentication = .psk, location: SourceLocation? = nil) {
         self.name = name
         self.style = style
         self.left = left
@@ -71,6 +90,7 @@ public struct Tunnel: Hashable, Sendable, Codable {
         self.algorithm = algorithm
         self.encapsulation = encapsulation
         self.reqid = reqid
+        self.authentication = authentication
         self.location = location
     }
 
@@ -91,8 +111,9 @@ public struct Tunnel: Hashable, Sendable, Codable {
     public func deviceName(of end: Endpoint) -> String? {
         switch style {
         case .policy: return nil
-        case .vti: return end.device ?? "vti-" + name
-        case .xfrmi: return end.device ?? "xfrm-" + name
+        // An IKE tunnel's devices are the daemons' (see Daemons' ConnectionStyle).
+        case .vti: return end.device ?? (usesIKE ? "vti1" : "vti-" + name)
+        case .xfrmi: return end.device ?? (usesIKE ? "ipsec\(interfaceID ?? 1)" : "xfrm-" + name)
         }
     }
 }

@@ -7,6 +7,8 @@ extension TopologyReader {
         var names: [String: Int] = [:]
         /// Host → tunnel devices already planned there, with their field and line.
         var devices: [String: [(name: String, field: String, line: Int)]] = [:]
+        /// Host → the IKE tunnel whose daemon runs there, and its line.
+        var daemons: [String: (tunnel: String, line: Int)] = [:]
     }
 
     func tunnels(_ r: Reader, networks: [Network]) -> [Tunnel] {
@@ -16,7 +18,7 @@ extension TopologyReader {
     }
 
     func tunnel(_ r: Reader, position: Int, _ context: inout TunnelContext) -> Tunnel? {
-        guard let f = r.mapping(["name", "style", "left", "right", "mark", "if_id", "algorithm", "encap"]) else { return nil }
+        guard let f = r.mapping(["name", "style", "left", "right", "mark", "if_id", "algorithm", "encap", "auth"]) else { return nil }
         var name: String?
         if let nameReader = f.required("name"), let n = nameReader.name(Check.networkName) {
             if let first = context.names[n] {
@@ -31,6 +33,7 @@ extension TopologyReader {
         let right = f.required("right").flatMap { endpoint($0, context) }
         let algorithm = f["algorithm"]?.value("an algorithm (aead or cbc-hmac)") { Tunnel.Algorithm(rawValue: $0) }
         let encap = f["encap"]?.value("an encapsulation (udp)") { Tunnel.Encapsulation(rawValue: $0) }
+        let authentication = f["auth"]?.value("an authentication (psk or certificates)") { Tunnel.Authentication(rawValue: $0) }
         var mark = f["mark"]?.value("a mark (N or N/MASK, each decimal or 0x-hex, at most 0xffffffff)") { Mark($0) }
         var interfaceID = f["if_id"]?.number(1...Int64(UInt32.max)).map { UInt32($0) }
 
@@ -74,6 +77,44 @@ extension TopologyReader {
                 }
             }
         }
+        // IKE: a daemon on both ends or on neither; what the daemons negotiate is not in the file.
+        if let left, let right {
+            // By the key, so a misspelt daemon is reported once, as such.
+            let hasIKE = { (side: String) in f[side].flatMap { Fields.value($0, "ike") } != nil }
+            if hasIKE("left") != hasIKE("right") {
+                let (side, end, other) = hasIKE("right") ? ("left", left, right) : ("right", right, left)
+                (f[side].flatMap { Fields.value($0, "host") } ?? f[side])?.problem(
+                    "\(side) end (host \(quoted(end.host))) has no ike daemon but the other end has ike: \(other.ike?.rawValue ?? "?"): an IKE tunnel needs a daemon on each end")
+            }
+            if left.ike != nil && right.ike != nil {
+                // One daemon per namespace: two would both want UDP ports 500 and 4500.
+                for side in ["left", "right"] {
+                    let end = side == "left" ? left : right
+                    if let other = context.daemons[end.host] {
+                        f[side].flatMap { Fields.value($0, "ike") }?.problem(
+                            "host \(quoted(end.host)) already runs the IKE daemon of tunnel \(quoted(other.tunnel)) (line \(other.line)): one IKE tunnel per host")
+                    } else if let name {
+                        context.daemons[end.host] = (name, r.location.line)
+                    }
+                }
+                for side in ["left", "right"] {
+                    let end = side == "left" ? left : right
+                    if end.subnets.contains(where: { $0.family != end.address.family }) {
+                        f[side].flatMap { Fields.value($0, "subnets") }?.problem(
+                            "an IKE tunnel's subnets are of its outer family (\(Check.familyName(end.address.family))): a libreswan connection is of one family; give a second tunnel for the other")
+                        break
+                    }
+                }
+                f["algorithm"]?.problem("the IKE daemons negotiate the algorithms: algorithm is for static tunnels")
+                f["encap"]?.problem("the IKE daemons negotiate UDP encapsulation (NAT traversal): encap is for static tunnels")
+                for side in ["left", "right"] where style == .xfrmi {
+                    f[side].flatMap { Fields.value($0, "device") }?.problem(
+                        "an IKE xfrmi tunnel's device is ipsec<if_id> (libreswan names it so): leave device out")
+                }
+            } else if f["auth"] != nil {
+                f["auth"]?.problem("auth is for IKE tunnels: give ike: strongswan or libreswan on both ends")
+            }
+        }
         for (side, end) in [("left", left), ("right", right)] {
             guard let end, let endReader = f[side] else { continue }
             let deviceReader = Fields.value(endReader, "device")
@@ -81,7 +122,8 @@ extension TopologyReader {
                 deviceReader?.problem("device is for vti and xfrmi tunnels; a policy tunnel has no device")
                 continue
             }
-            let device = end.device ?? (style == .vti ? "vti-" : "xfrm-") + (name ?? "")
+            let device = end.device ?? (left?.ike != nil && right?.ike != nil ? (style == .vti ? "vti1" : "ipsec\(interfaceID ?? 1)")
+                                                                               : (style == .vti ? "vti-" : "xfrm-") + (name ?? ""))
             let at = deviceReader ?? endReader
             if name == nil && end.device == nil { continue }
             if let message = Check.interfaceName(device) {
@@ -97,11 +139,12 @@ extension TopologyReader {
         }
         guard let name, let style, let left, let right else { return nil }
         return Tunnel(name: name, style: style, left: left, right: right, mark: mark, interfaceID: interfaceID,
-                      algorithm: algorithm ?? .aead, encapsulation: encap, reqid: UInt32(position + 1), location: r.location)
+                      algorithm: algorithm ?? .aead, encapsulation: encap, reqid: UInt32(position + 1),
+                      authentication: authentication ?? .psk, location: r.location)
     }
 
     func endpoint(_ r: Reader, _ context: TunnelContext) -> Tunnel.Endpoint? {
-        guard let f = r.mapping(["host", "address", "subnets", "device"]) else { return nil }
+        guard let f = r.mapping(["host", "address", "subnets", "device", "ike"]) else { return nil }
         var host: String?
         if let hostReader = f.required("host"), let h = hostReader.scalar() {
             if let names = hostNames, !names.contains(h) {
@@ -123,8 +166,9 @@ extension TopologyReader {
             if items.isEmpty { subnetsReader.problem("a tunnel end needs at least one subnet") }
         }
         let device = f["device"]?.name(Check.interfaceName)
+        let ike = f["ike"]?.value("an IKE daemon (strongswan or libreswan)") { Tunnel.IKEDaemon(rawValue: $0) }
         guard let host, let address, !subnets.isEmpty else { return nil }
-        return Tunnel.Endpoint(host: host, address: address, subnets: subnets, device: device, location: r.location)
+        return Tunnel.Endpoint(host: host, address: address, subnets: subnets, device: device, ike: ike, location: r.location)
     }
 }
 

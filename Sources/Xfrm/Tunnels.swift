@@ -173,7 +173,8 @@ public enum TunnelInstaller {
         var ends: [InstalledTunnels.End] = []
         var sockets: [Int32] = []
         do {
-            for t in topology.tunnels {
+            // IKE tunnels are the daemons' to install (Daemons: `lab.startIKETunnels()`).
+            for t in topology.tunnels where !t.usesIKE {
                 let secrets = TunnelSecrets.generate(for: t)
                 for host in [t.left.host, t.right.host] {
                     guard let ns = namespaces[host] else { throw TunnelError("\(t.location?.description ?? t.name): no namespace for host \(host)") }

@@ -44,8 +44,8 @@ struct MatrixCommand: ParsableCommand {
     @Option(help: "Guest memory (qemu -m).")
     var memory: String = "2G"
 
-    @Option(help: "Seconds per kernel before its VM is stopped (a hang's limit: the whole suite under TCG takes 6–13 min here).")
-    var timeout: Double = 1200
+    @Option(help: "Seconds per kernel before its VM is stopped (a hang's limit: the whole suite, IKE daemons included, takes 15–20 min under TCG here).")
+    var timeout: Double = 1800
 
     @Option(help: "Seconds until the guest starts the suite (default 240 under TCG, 60 with KVM).")
     var bootTimeout: Double?

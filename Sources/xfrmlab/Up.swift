@@ -1,4 +1,5 @@
 import ArgumentParser
+import Daemons
 import Foundation
 import Glibc
 import Lab
@@ -20,13 +21,30 @@ struct Up: ParsableCommand {
         try requireRoot()
         if foreground { StopSignal.install() }
         let topology = try Topology.load(path: topologyPath(file))
+        // The daemons are this process's children and go with it: they need --foreground.
+        if let t = topology.tunnels.first(where: \.usesIKE), !foreground {
+            throw ValidationError("\(t.location?.description ?? topology.name): tunnel \(t.name) is negotiated by IKE daemons, which live only as long as this command: use --foreground")
+        }
         let started = Date()
         let lab = try Lab.up(topology)
         let seconds = Date().timeIntervalSince(started)
         if foreground {
             print("run \(lab.run.id): \(topology.name) is up in \(String(format: "%.1f", seconds * 1000)) ms; SIGINT or SIGTERM tears it down")
+            var ike: IKETunnels?
+            if topology.tunnels.contains(where: \.usesIKE) {
+                do {
+                    ike = try lab.startIKETunnels()
+                } catch {
+                    _ = try? lab.down()
+                    throw error
+                }
+                for (t, tunnel) in ike!.tunnels {
+                    print("  tunnel \(t.name): \(tunnel), established: \(tunnel.timings)")
+                }
+            }
             fflush(nil)
             StopSignal.wait()
+            do { try ike?.down() } catch { warn("stopping the IKE daemons: \(error)") }
             let report = try lab.down()
             print("down: \(report.map(String.init(describing:)) ?? "done")")
             return

@@ -67,6 +67,37 @@ struct DaemonInteropTests {
         try await run(Case(pair: pair, family: .ipv4), style: .policy, rekey: true)
     }
 
+    @Test("a topology file's `ike:` tunnel: the lab leaves it to the daemons, which bring it up with certificates",
+          .requires(.xfrmInterface))
+    func fromTopologyFile() async throws {
+        let topology = try Topology.load(path: topologyFile("west-east-ike"))
+        try await topology.withLab { lab in
+            // Nothing static was installed: the kernel has no SA until the daemons negotiate one.
+            #expect(try kernelXfrm(lab.namespace("west")).states.isEmpty)
+            try await lab.withIKETunnels { tunnels in
+                let tunnel = try #require(tunnels.tunnel("west-east"))
+                recordTiming("topology west-east-ike (strongSwan→libreswan xfrmi certificates)", tunnel)
+                let (west, east) = (try lab.namespace("west"), try lab.namespace("east"))
+                let westLAN = try lab.address(of: "west", interface: "eth0").bytes
+                let eastLAN = try lab.address(of: "east", interface: "eth0").bytes
+                let (trip, sent) = try wire(lab, hosts: ["west"]) {
+                    try Echo.udp(from: west, to: east, destination: eastLAN, source: westLAN, timeout: 5)
+                }
+                #expect(trip.answered, "\(trip)")
+                #expect(sent["west"]?.contains { $0.esp != nil } == true, "west sent no ESP: \(sent["west"] ?? [])")
+                #expect(sent["west"]?.contains { $0.udpPorts?.destination == 7000 } == false, "the datagram left in the clear")
+                for ns in [west, east] {
+                    let states = try kernelXfrm(ns).states.filter { $0.proto == .esp }
+                    #expect(states.count >= 2 && states.allSatisfy { $0.interfaceID == 7 }, "\(ns.name): \(states)")
+                }
+            }
+            for ns in [try lab.namespace("west"), try lab.namespace("east")] {
+                #expect(try kernelXfrm(ns).states.isEmpty, "\(ns.name) kept SAs after the daemons stopped")
+            }
+            #expect(daemonLeftovers([lab.run.prefix + "west", lab.run.prefix + "east"]) == [])
+        }
+    }
+
     func run(_ c: Case, style: ConnectionStyle, certificates: Bool = false, rekey: Bool = false) async throws {
         try await daemonTopology().withLab { lab in
             var ca: CertificateAuthority?

@@ -26,6 +26,16 @@ struct GraphTests {
         #expect(dot.contains("bridge in nic"))
     }
 
+    @Test("tunnels are dashed edges between their hosts with style, if_id and IKE daemons")
+    func tunnels() throws {
+        let t = try Topology.load(path: Fixtures.example("west-east-ike.yaml"))
+        let dot = t.dot()
+        #expect(dot.contains("\"host:west\" -- \"host:east\" [style=dashed"))
+        #expect(dot.contains("west-east: xfrmi if_id 7\\nIKE strongswan → libreswan (certificates)\\n192.0.1.0/24 ⇄ 192.0.2.0/24"))
+        let vti = try Topology.load(path: Fixtures.example("west-east-vti.yaml")).dot()
+        #expect(vti.contains(": vti key ") && vti.contains("static keys, aead"))
+    }
+
     @Test("Graphviz renders it", .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/dot"), "Graphviz's dot is not installed"))
     func renders() throws {
         let t = try Topology.load(path: Self.root + "/Topologies/client1-client2-server.yaml")

@@ -58,4 +58,28 @@ struct TunnelLoaderTests {
         #expect(t.tunnels[1].deviceName(of: t.tunnels[1].right) == "xfrm-two")
         #expect(t.tunnels[0].families == [.ipv4])
     }
+
+    @Test("ike: a daemon per end makes an IKE tunnel: left initiates, PSK unless auth says certificates, device ipsec<if_id>")
+    func ike() throws {
+        let t = try Topology.load(path: Fixtures.example("west-east-ike.yaml"))
+        let tunnel = try #require(t.tunnels.first)
+        #expect(tunnel.usesIKE)
+        #expect(tunnel.left.ike == .strongswan && tunnel.right.ike == .libreswan)
+        #expect(tunnel.authentication == .certificates && tunnel.interfaceID == 7)
+        let yaml = """
+            name: d
+            hosts: { a: {}, b: {} }
+            networks:
+              - name: wire
+                subnets: [10.0.0.0/24]
+                members:
+                  - { host: a, interface: eth0, addresses: [10.0.0.1] }
+                  - { host: b, interface: eth0, addresses: [10.0.0.2] }
+            tunnels:
+              - { name: one, style: vti, mark: 5, left: { host: a, address: 10.0.0.1, subnets: 10.1.0.0/16, ike: libreswan }, right: { host: b, address: 10.0.0.2, subnets: 10.2.0.0/16, ike: libreswan } }
+            """
+        let d = try Topology.parse(yaml: yaml, file: "d.yaml")
+        #expect(d.tunnels[0].usesIKE && d.tunnels[0].authentication == .psk && d.tunnels[0].mark == Mark(5))
+        #expect(d.tunnels[0].deviceName(of: d.tunnels[0].left) == "vti1")
+    }
 }
