@@ -54,19 +54,24 @@ public struct MatrixReport: Codable, Sendable {
                 rows.append(Row(id: id, name: id, suite: "", suiteName: ""))
             }
         }
-        let ran = kernels.filter { !$0.cells.isEmpty }
         for i in kernels.indices where !kernels[i].cells.isEmpty {
             for row in rows where kernels[i].cells[row.id] == nil {
-                kernels[i].cells[row.id] = Cell(verdict: .missing, detail: "not in this kernel's run", expectation: nil, seconds: nil)
+                // A kernel asked only some tests lacks the others by design, not by accident.
+                kernels[i].cells[row.id] = kernels[i].only != nil
+                    ? Cell(verdict: .notSelected, detail: "this kernel ran only tests matching \(kernels[i].only!.joined(separator: " or "))")
+                    : Cell(verdict: .missing, detail: "not in this kernel's run", expectation: nil, seconds: nil)
             }
         }
+        // After the filling-in above: every kernel that ran has a cell in every row.
+        let ran = kernels.filter { !$0.cells.isEmpty }
         differences = []
         if ran.count > 1 {
             for row in rows {
-                let cells = ran.map { $0.cells[row.id]! }
-                if Set(cells.map { $0.verdict.behaviour }).count > 1 {
+                let asked = ran.map { ($0, $0.cells[row.id]!) }.filter { $0.1.verdict != .notSelected }
+                guard asked.count > 1 else { continue }
+                if Set(asked.map { $0.1.verdict.behaviour }).count > 1 {
                     var values: [String: String] = [:]
-                    for (k, c) in zip(ran, cells) { values[k.kernel.label] = c.verdict.cell + (c.detail.map { ": \($0)" } ?? "") }
+                    for (k, c) in asked { values[k.kernel.label] = c.verdict.cell + (c.detail.map { ": \($0)" } ?? "") }
                     differences.append(Difference(kind: "test", name: row.id, values: values))
                 }
             }

@@ -33,6 +33,9 @@ public final class MatrixRunner {
         public var console: Bool = false
         /// Tests that run after the rest, each by itself.
         public var alone: [String] = []
+        /// Kernel label (as given to --kernel) → the only tests to run there (`--only 6.12=REGEX`):
+        /// a second kernel for some tests without a second whole-suite VM.
+        public var only: [String: [String]] = [:]
 
         public init(kernels: [Kernel], expectations: Expectations, expectationsPath: String, output: String, testBinary: String,
                     xfrmlab: String, guestPath: [String], accelerator: Accelerator?, cpus: Int, memory: String, timeout: Double,
@@ -134,7 +137,9 @@ public final class MatrixRunner {
                       "--deadline", String(Int(deadline))]
         if options.serial { driver.append("--serial") }
         if !options.retry { driver.append("--no-retry") }
-        for f in options.filters { driver += ["--filter", f] }
+        let only = options.only[kernel.label]
+        for f in options.filters + (only ?? []) { driver += ["--filter", f] }
+        result.only = only
         for a in options.alone { driver += ["--alone", a] }
         if isHost { driver.append("--host") }
 

@@ -19,10 +19,12 @@ public enum Verdict: String, Codable, Sendable, CaseIterable {
     case didNotFinish = "did-not-finish"
     /// Never started (the run ended early), or absent from this kernel's run.
     case missing
+    /// Not asked of this kernel: its run was limited to some tests (`--only KERNEL=REGEX`).
+    case notSelected = "not-selected"
 
     public var isProblem: Bool {
         switch self {
-        case .pass, .flaky, .xfail, .skip: return false
+        case .pass, .flaky, .xfail, .skip, .notSelected: return false
         default: return true
         }
     }
@@ -40,6 +42,7 @@ public enum Verdict: String, Codable, Sendable, CaseIterable {
         case .warning: return "WARN"
         case .didNotFinish: return "HUNG"
         case .missing: return "MISSING"
+        case .notSelected: return "-"
         }
     }
 
@@ -50,6 +53,7 @@ public enum Verdict: String, Codable, Sendable, CaseIterable {
         case .skip, .unexpectedSkip: return "skip"
         case .xfail, .fail, .warning, .didNotFinish: return "fail"
         case .missing: return "missing"
+        case .notSelected: return "not-selected"
         }
     }
 }
@@ -121,6 +125,8 @@ public struct KernelResult: Codable, Sendable {
     public var xfrmStatCounters: [String]? = nil
     public var timings: Timings
     public var cells: [String: Cell]
+    /// The test filters this kernel's run was limited to (`--only`); nil: the whole suite.
+    public var only: [String]? = nil
     public var warnings: [AttributedWarning]
     /// Expectation notes of the rules that applied, and anything else worth a line.
     public var notes: [String]

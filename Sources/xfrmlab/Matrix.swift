@@ -59,6 +59,9 @@ struct MatrixCommand: ParsableCommand {
     @Option(help: "Run only tests matching this regular expression (the test binary's --filter; repeatable).")
     var filter: [String] = []
 
+    @Option(help: ArgumentHelp("Run only the tests matching REGEX on KERNEL (repeatable; KERNEL as given to --kernel): `make test` asks 6.12 only the bug reports and scenarios.", valueName: "KERNEL=REGEX"))
+    var only: [String] = []
+
     @Option(help: "Run tests matching this regular expression after the rest, by themselves (repeatable; whole-suite runs only, not with --filter; `make test` passes LoadTests, which holds the RTNL lock for seconds).")
     var alone: [String] = []
 
@@ -113,6 +116,12 @@ struct MatrixCommand: ParsableCommand {
             filters: filter, plain: plain || ci || isatty(STDERR_FILENO) == 0)
         options.console = console
         options.alone = alone
+        for o in only {
+            guard let eq = o.firstIndex(of: "="), kernels.contains(String(o[..<eq])), o.index(after: eq) < o.endIndex else {
+                throw ValidationError("--only \(o): expected KERNEL=REGEX with KERNEL one of the --kernel values (\(kernels.joined(separator: ", ")))")
+            }
+            options.only[String(o[..<eq]), default: []].append(String(o[o.index(after: eq)...]))
+        }
         let report = try MatrixRunner(options: options).run()
         if output == nil {
             let latest = matrixRoot + "/latest"

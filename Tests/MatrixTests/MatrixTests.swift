@@ -343,6 +343,25 @@ struct ReportTests {
         _ = try JSONSerialization.jsonObject(with: report.json())
     }
 
+    @Test("a kernel asked only some tests shows the others as not selected: no failure, no difference; a test it lacks among its own is MISSING")
+    func onlySome() {
+        var host = emptyResult(kernel("host", release: "6.18.44"), version: "6.18.44")
+        host.cells = ["T/report()": Cell(verdict: .pass), "T/other()": Cell(verdict: .pass)]
+        var vm = emptyResult(kernel("6.12", release: "6.12.117+deb12-amd64"), version: "6.12.117")
+        vm.only = ["report"]
+        vm.cells = ["T/report()": Cell(verdict: .skip, detail: "x")]
+        let report = MatrixReport(created: Date(), host: "h", accelerator: "tcg", acceleratorReason: "", expectations: "e",
+                                  testBinary: "t", kernels: [host, vm])
+        #expect(report.ok)
+        #expect(report.kernels[1].cells["T/other()"]?.verdict == .notSelected)
+        #expect(report.differences.filter { $0.kind == "test" }.map(\.name) == ["T/report()"])
+        var whole = vm
+        whole.only = nil
+        let missing = MatrixReport(created: Date(), host: "h", accelerator: "tcg", acceleratorReason: "", expectations: "e",
+                                   testBinary: "t", kernels: [host, whole])
+        #expect(!missing.ok && missing.kernels[1].cells["T/other()"]?.verdict == .missing)
+    }
+
     @Test("a kernel that never booted fails the matrix")
     func bootFailure() {
         var dead = emptyResult(kernel("6.12", release: "6.12.117+deb12-amd64"), version: "6.12.117")
