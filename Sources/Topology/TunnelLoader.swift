@@ -97,6 +97,11 @@ extension TopologyReader {
                         context.daemons[end.host] = (name, r.location.line)
                     }
                 }
+                if left.ike == .libreswan || right.ike == .libreswan,
+                   let side = left.subnets.count > 1 ? "left" : (right.subnets.count > 1 ? "right" : nil) {
+                    f[side].flatMap { Fields.value($0, "subnets") }?.problem(
+                        "with libreswan on the tunnel, one subnet per end (its leftsubnet=/rightsubnet=): give a tunnel per subnet")
+                }
                 for side in ["left", "right"] {
                     let end = side == "left" ? left : right
                     if end.subnets.contains(where: { $0.family != end.address.family }) {
