@@ -88,7 +88,8 @@ struct XfrmErrorTests {
         #expect(error.request.contains("xfrm state add src 192.1.2.45 dst 192.1.2.23 proto esp"), "\(error)")
         #expect(error.request.contains("aead 'rfc4106(gcm(aes))' <key 160 bits> 128 mark 0x1 mask 0xff"), "\(error)")
         #expect(Capabilities.capability(.esp).answer.hasSuffix("\(errnoName(error.errno)) (\(error.kernelMessage ?? errnoText(error.errno)))"))
-        let left = Run.all().filter { $0.state?.topology == topology.name }
+        // This process's runs only: a second suite running beside this one has live runs of its own.
+        let left = Run.all().filter { $0.state?.topology == topology.name && $0.state?.pid == getpid() }
         #expect(left.isEmpty, "a run was left: \(left.map(\.id))")
     }
 
