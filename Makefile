@@ -44,7 +44,14 @@ test-vm: build-tests
 	@Scripts/install-vm-deps.sh $(TEST_KERNELS)
 	$(BIN)/xfrmlab matrix --kernel host $(foreach k,$(TEST_KERNELS),--kernel $(k)) $(MATRIX_FLAGS)
 
-test: test-host test-vm
+# Every test run is also judged on the host: its namespace (links, addresses, routes, rules,
+# xfrm states and policies, watched sysctls, nft and legacy iptables) is saved before the whole
+# run and compared after it, whatever the suites said; any difference fails `make test`.
+HOST_SNAPSHOT := .build/host-before-test.snapshot
+test: build-tests
+	$(BIN)/xfrmlab host-snapshot save $(HOST_SNAPSHOT)
+	@status=0; $(MAKE) --no-print-directory test-host test-vm || status=$$?; \
+	$(BIN)/xfrmlab host-snapshot compare $(HOST_SNAPSHOT) || exit 1; exit $$status
 
 matrix: build-tests
 	@Scripts/install-vm-deps.sh $(KERNELS)
