@@ -1,0 +1,93 @@
+import Foundation
+import Glibc
+import Namespaces
+import Testing
+
+/// `xfrmlab gc` beyond runs: capability probe namespaces and IKE daemon directories left by a
+/// killed process, removed only when that process is dead.
+@Suite("gc collects probe namespaces and daemon directories of dead owners only", .tags(.privileged), .needsNamespaces, .serialized)
+struct GCLeftoverTests {
+    /// A pid that was alive a moment ago and is dead and reaped now.
+    func deadPID() throws -> pid_t {
+        let pid = try Namespaces.Process.spawn(["true"], namespaceFD: -1, stdin: -1, stdout: -1, stderr: -1)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        return pid
+    }
+
+    func gc() throws -> ProcessResult {
+        try Namespaces.Process.execute([xfrmlabBinary, "gc"], timeout: 120)
+    }
+
+    @Test("probe namespace names give their maker's pid")
+    func probeNames() {
+        #expect(Leftovers.probeNamespaceOwner("xlprobe4242-caps3") == 4242)
+        #expect(Leftovers.probeNamespaceOwner("xlprobe4242") == 4242)
+        #expect(Leftovers.probeNamespaceOwner("xlprobe4242-caps") == nil)
+        #expect(Leftovers.probeNamespaceOwner("xlprobe4242ct") == nil)
+        #expect(Leftovers.probeNamespaceOwner("xl1a2b3c-west") == nil)
+    }
+
+    @Test("gc removes a capability probe's namespace whose prober died, and spares a live prober's")
+    func probeNamespaces() throws {
+        let dead = try deadPID()
+        let orphan = try Namespace.create(name: "xlprobe\(dead)-caps1")
+        orphan.delete(keepingEntry: true)
+        let mine = try Namespace.create(name: "xlprobe\(getpid())-caps9001")
+        defer { mine.delete() }
+        defer { Namespace.removeEntry(name: "xlprobe\(dead)-caps1") }
+
+        let result = try gc()
+        #expect(result.succeeded, "\(result)")
+        #expect(result.standardOutput.contains("removed probe namespace xlprobe\(dead)-caps1"), "\(result.standardOutput)")
+        #expect(namespacesLeft(prefix: "xlprobe\(dead)-caps").isEmpty)
+        #expect(namespacesLeft(prefix: "xlprobe\(getpid())-caps9001") == ["xlprobe\(getpid())-caps9001"])
+    }
+
+    @Test("gc removes daemon directories whose owner is dead (by owner file or run id), kills a process still naming one, and spares the rest")
+    func daemonDirectories() throws {
+        let base = Run.stateDirectory + "/daemons"
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        let tag = "xlgc\(getpid())"
+        func make(_ name: String, owner: String?) throws -> String {
+            let path = base + "/" + name
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            if let owner { try owner.write(toFile: path + "/" + Leftovers.ownerFile, atomically: true, encoding: .utf8) }
+            return path
+        }
+        let dead = try deadPID()
+        let deadOwner = try make("\(tag)-west.charon", owner: "\(dead) 12345\n")
+        let reused = try make("\(tag)-east.pluto", owner: "\(getpid()) 1\n")  // our pid, another start time
+        let live = try make("\(tag)-north.charon", owner: nil)
+        try Leftovers.recordOwner(of: live)
+        let unknown = try make("\(tag)-road.pluto", owner: nil)
+        // A run id whose lock nobody holds, and one whose lock we hold.
+        var deadRun = ""
+        repeat { deadRun = String(format: "%06x", UInt32.random(in: 0..<0x100_0000)) }
+        while FileManager.default.fileExists(atPath: Run.stateDirectory + "/locks/\(deadRun).lock")
+        let deadRunDirectory = try make("xl\(deadRun)-west.charon", owner: nil)
+        let run = try Run(topology: "gc-test")
+        defer { run.finish() }
+        let liveRunDirectory = try make("xl\(run.id)-west.charon", owner: nil)
+        defer {
+            for p in [deadOwner, reused, live, unknown, deadRunDirectory, liveRunDirectory] { try? FileManager.default.removeItem(atPath: p) }
+        }
+        // A stray daemon that still names the dead owner's directory.
+        let stray = try Namespaces.Process.spawn(["sleep", "60"], namespaceFD: -1, stdin: -1, stdout: -1, stderr: -1,
+                                                 environment: ["XL_DAEMON_DIRECTORY": deadOwner])
+        defer { kill(stray, SIGKILL) }
+
+        let result = try gc()
+        #expect(result.succeeded, "\(result)")
+        for gone in [deadOwner, reused, deadRunDirectory] {
+            #expect(!FileManager.default.fileExists(atPath: gone), "\(gone) is still there")
+            #expect(result.standardOutput.contains("removed daemon directory \(gone)"), "\(result.standardOutput)")
+        }
+        for kept in [live, unknown, liveRunDirectory] {
+            #expect(FileManager.default.fileExists(atPath: kept), "\(kept) was removed")
+        }
+        var status: Int32 = 0
+        #expect(waitpid(stray, &status, 0) == stray)
+        #expect(status & 0x7f == SIGKILL, "the stray process was not killed: status \(status)")
+    }
+}
