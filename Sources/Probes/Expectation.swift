@@ -126,26 +126,43 @@ public struct PathExpectation: Sendable, CustomStringConvertible {
         return s
     }
 
-    /// Matches the trace: each step against the first matching hop after the last one used on
-    /// that host. Returns the problems (empty when the trace is as expected) and, on failure,
-    /// a report with the expected path beside the actual trace.
-    public func evaluate(_ trace: Trace) -> (passed: Bool, report: String) {
-        var problems: [String] = []
+    /// Which hops of a trace the expectation found: for each step, the index in `trace.hops` of
+    /// the hop it matched (nil: missing; `outOfOrder` when a matching hop exists but came too
+    /// early); for each forbidden pattern, the hops that break it.
+    public struct Match: Sendable {
+        public var steps: [(hop: Int?, outOfOrder: Bool)]
+        public var violations: [[Int]]
+        public var passed: Bool { steps.allSatisfy { $0.hop != nil } && violations.allSatisfy(\.isEmpty) }
+    }
+
+    /// Matches each step against the first matching hop after the last one used on that host.
+    public func match(_ trace: Trace) -> Match {
+        var steps: [(hop: Int?, outOfOrder: Bool)] = []
         var position: [String: Int] = [:]
-        for step in steps {
-            let list = trace.hops(on: step.host)
+        for step in self.steps {
+            let indices = trace.hops.indices.filter { trace.hops[$0].host == step.host }
             let start = position[step.host] ?? 0
-            if let i = list[start...].firstIndex(where: step.matches) {
+            if let i = indices[start...].firstIndex(where: { step.matches(trace.hops[$0]) }) {
                 position[step.host] = i + 1
+                steps.append((indices[i], false))
             } else {
-                let anywhere = list.contains(where: step.matches)
-                problems.append("missing: \(step)" + (anywhere ? " (seen, but out of order)" : ""))
+                steps.append((nil, indices.contains { step.matches(trace.hops[$0]) }))
             }
         }
-        for rule in forbidden {
-            for hop in trace.hops where rule.matches(hop) {
-                problems.append("unexpected: \(hop) (matches never: \(rule))")
-            }
+        let violations = forbidden.map { rule in trace.hops.indices.filter { rule.matches(trace.hops[$0]) } }
+        return Match(steps: steps, violations: violations)
+    }
+
+    /// Matches the trace (see `match`). Returns whether it passed and, on failure, a report with
+    /// the problems and the expected path beside the actual trace.
+    public func evaluate(_ trace: Trace) -> (passed: Bool, report: String) {
+        let m = match(trace)
+        var problems: [String] = []
+        for (step, found) in zip(steps, m.steps) where found.hop == nil {
+            problems.append("missing: \(step)" + (found.outOfOrder ? " (seen, but out of order)" : ""))
+        }
+        for (rule, hops) in zip(forbidden, m.violations) {
+            for i in hops { problems.append("unexpected: \(trace.hops[i]) (matches never: \(rule))") }
         }
         if problems.isEmpty { return (true, "\(name): as expected") }
         var report = "\(name): \(problems.count) problem(s)\n"
