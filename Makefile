@@ -72,10 +72,16 @@ fuzz: deps
 	mkdir -p .build-fuzz/corpus
 	.build-fuzz/debug/XfrmLabFuzz -max_total_time=$(FUZZ_SECONDS) -max_len=8192 .build-fuzz/corpus Fixtures/fuzz-seeds
 
-# Pictures of the default topologies for README.md.
+# Pictures of the default topologies for README.md, and the API reference: DocC over every library
+# module, combined, as a static site in .build/docs (Docs/API.md is the one-page overview).
+DOC_TARGETS := Netlink Namespaces Topology Xfrm Probes Lab Daemons Scenarios
 docs: build
 	$(BIN)/xfrmlab graph north-east-west -o Docs/north-east-west
 	$(BIN)/xfrmlab graph client1-client2-server -o Docs/client1-client2-server
+	$(SWIFT) package --disable-sandbox --allow-writing-to-directory .build/docs generate-documentation \
+		--enable-experimental-combined-documentation $(foreach t,$(DOC_TARGETS),--target $(t)) \
+		--transform-for-static-hosting --output-path .build/docs
+	@echo "API reference: python3 -m http.server -d .build/docs 8000, then http://localhost:8000/documentation/"
 
 clean:
 	rm -rf .build
