@@ -174,13 +174,14 @@ extension MatrixReport {
         func group(_ path: String) -> String {
             let name = (path as NSString).lastPathComponent
             if name.hasSuffix(".pcap") || name.hasSuffix(".pcapng") { return "Packet captures" }
+            if path.contains("/pictures/") { return "Trace pictures" }
             if name == "kmsg.txt" || name == "console.log" { return "Kernel log" }
             if path.contains("/daemons/") || name.contains("charon") || name.contains("pluto") { return "Daemon logs" }
             if name == "tests.log" || name == "xunit.xml" || name == "events.jsonl" { return "Test output" }
             return "Other"
         }
         var out = "<h3>Files</h3><ul class=\"files\">"
-        for g in ["Test output", "Kernel log", "Packet captures", "Daemon logs", "Other"] {
+        for g in ["Test output", "Kernel log", "Trace pictures", "Packet captures", "Daemon logs", "Other"] {
             let members = files.filter { group($0.path) == g }.sorted { $0.path < $1.path }
             guard !members.isEmpty else { continue }
             out += "<li>\(g): " + members.map { f in

@@ -1,3 +1,4 @@
+import Foundation
 import Netlink
 
 /// A description of one hop a packet should (or should not) take, built to read like the
@@ -153,9 +154,15 @@ public struct PathExpectation: Sendable, CustomStringConvertible {
         return Match(steps: steps, violations: violations)
     }
 
+    /// Where failed expectations draw their trace (SVG, with the expected path beside it): the
+    /// environment's `XFRMLAB_TRACE_PICTURES`, which the kernel matrix sets to each kernel's
+    /// results/pictures, so that report.html links them. Unset: no pictures.
+    public static var picturesDirectory: String? { ProcessInfo.processInfo.environment["XFRMLAB_TRACE_PICTURES"] }
+
     /// Matches the trace (see `match`). Returns whether it passed and, on failure, a report with
-    /// the problems and the expected path beside the actual trace.
-    public func evaluate(_ trace: Trace) -> (passed: Bool, report: String) {
+    /// the problems and the expected path beside the actual trace (and, when `pictures` names
+    /// a directory, the path of a picture of both drawn there).
+    public func evaluate(_ trace: Trace, pictures: String? = PathExpectation.picturesDirectory) -> (passed: Bool, report: String) {
         let m = match(trace)
         var problems: [String] = []
         for (step, found) in zip(steps, m.steps) where found.hop == nil {
@@ -169,6 +176,24 @@ public struct PathExpectation: Sendable, CustomStringConvertible {
         for p in problems { report += "  \(p)\n" }
         report += description
         report += "actual trace:\n\(trace)"
+        if let pictures {
+            do { report += "picture: \(try drawFailure(trace, in: pictures))\n" }
+            catch { report += "no picture: \(error)\n" }
+        }
         return (false, report)
+    }
+
+    /// Writes `<directory>/<name>.svg` (`-2`, `-3` … when taken), making the directory.
+    private func drawFailure(_ trace: Trace, in directory: String) throws -> String {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let stem = String(name.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "_" }.prefix(80))
+        var path = "\(directory)/\(stem).svg"
+        var n = 1
+        while FileManager.default.fileExists(atPath: path) {
+            n += 1
+            path = "\(directory)/\(stem)-\(n).svg"
+        }
+        try trace.writePicture(to: path, expected: self)
+        return path
     }
 }

@@ -75,6 +75,27 @@ struct TraceGraphTests {
         #expect(dot.contains("hop5 [label=<<B>east · input</B>") && dot.contains("fillcolor=\"#f8d0d0\", color=\"#c00000\", penwidth=2];"))
     }
 
+    @Test("a failed expectation draws its picture where XFRMLAB_TRACE_PICTURES says (the matrix: beside the results); a passed one draws none",
+          .enabled(if: Executable.find("dot") != nil, "Graphviz's dot is not on PATH"))
+    func picturesOfFailures() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("xlpictures\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let wrong = PathExpectation("wrong: east input mark 0x8").then(.on("east", .input).udp().mark(0x8))
+        let first = wrong.evaluate(TraceGraphTests.tunnel, pictures: directory)
+        #expect(!first.passed)
+        #expect(first.report.hasSuffix("picture: \(directory)/wrong__east_input_mark_0x8.svg\n"), "\(first.report)")
+        let second = wrong.evaluate(TraceGraphTests.tunnel, pictures: directory)
+        #expect(second.report.contains("picture: \(directory)/wrong__east_input_mark_0x8-2.svg"))
+        let svg = try String(contentsOfFile: directory + "/wrong__east_input_mark_0x8.svg", encoding: .utf8)
+        #expect(svg.contains("MISSING"))
+        let right = PathExpectation("right").then(.on("east", .input).udp().mark(0x7))
+        #expect(right.evaluate(TraceGraphTests.tunnel, pictures: directory).passed)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+                == ["wrong__east_input_mark_0x8-2.svg", "wrong__east_input_mark_0x8.svg"])
+        // Without the variable (as in a plain `swift test`), no picture and no mention of one.
+        #expect(!wrong.evaluate(TraceGraphTests.tunnel, pictures: nil).report.contains("picture:"))
+    }
+
     @Test("an empty trace says so")
     func empty() {
         #expect(Trace(hops: [], hosts: ["west"]).dot().contains("no packet was seen at any traced hook"))

@@ -10,7 +10,8 @@ struct HTMLReportTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("xlhtml\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
         let files = ["kernels/host/results/tests.log", "kernels/host/results/kmsg.txt", "kernels/6.1/results/tests.log",
                      "kernels/6.1/results/kmsg.txt", "kernels/6.1/results/captures/west eth1.pcap",
-                     "kernels/6.1/results/daemons/xl1a2b3c-west.charon/charon.log", "kernels/6.1/console.log"]
+                     "kernels/6.1/results/daemons/xl1a2b3c-west.charon/charon.log", "kernels/6.1/console.log",
+                     "kernels/6.1/results/pictures/deliberately_wrong.svg"]
         for f in files {
             try FileManager.default.createDirectory(atPath: (directory + "/" + f as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try "x\n".write(toFile: directory + "/" + f, atomically: true, encoding: .utf8)
@@ -56,6 +57,7 @@ struct HTMLReportTests {
         #expect(html.contains("<li>Test output: <a href=\"kernels/host/results/tests.log\">results/tests.log</a> (2 B)</li>"))
         #expect(html.contains("<li>Kernel log: <a href=\"kernels/6.1/console.log\">console.log</a> (2 B), <a href=\"kernels/6.1/results/kmsg.txt\">results/kmsg.txt</a> (2 B)</li>"))
         #expect(html.contains("<li>Packet captures: <a href=\"kernels/6.1/results/captures/west%20eth1.pcap\">results/captures/west eth1.pcap</a>"))
+        #expect(html.contains("<li>Trace pictures: <a href=\"kernels/6.1/results/pictures/deliberately_wrong.svg\">results/pictures/deliberately_wrong.svg</a> (2 B)</li>"))
         #expect(html.contains("<li>Daemon logs: <a href=\"kernels/6.1/results/daemons/xl1a2b3c-west.charon/charon.log\">"))
         // Self-contained: no scheme, no absolute path, nothing fetched.
         for needle in ["http:", "https:", "src=", "href=\"/", "<script", "<link"] { #expect(!html.contains(needle), "\(needle)") }
