@@ -114,3 +114,29 @@ struct TraceGraphTests {
         #expect(throws: Error.self) { try TraceGraphTests.tunnel.writePicture(to: base + ".jpeg") }
     }
 }
+
+/// `xfrmlab trace`, as a user runs it.
+@Suite("xfrmlab trace", .tags(.privileged), .needsNamespaces)
+struct TraceCommandTests {
+    @Test("a marked round trip passes its expected path and is drawn; a wrong path exits 1 and its picture shows the missing step")
+    func traceCommand() throws {
+        let dot = FileManager.default.temporaryDirectory.appendingPathComponent("xltracecmd\(getpid()).dot").path
+        defer { unlink(dot) }
+        let right = try Namespaces.Process.execute([xfrmlabBinary, "trace", "north-east-west", "--from", "west", "--to", "north",
+                                                    "--mark", "0x1", "--expect", "west postrouting mark 0x1 out eth1",
+                                                    "--expect", "east forward", "--never", "nic forward mark 0x1", "--picture", dot])
+        #expect(right.succeeded, "\(right)")
+        #expect(right.standardOutput.contains("PASS  west → north: as expected"))
+        #expect(right.standardOutput.contains("east forward: udp 192.1.2.45:"))
+        #expect(try String(contentsOfFile: dot, encoding: .utf8).contains("label=<<B>expected: west → north</B>>"))
+
+        let wrong = try Namespaces.Process.execute([xfrmlabBinary, "trace", "north-east-west", "--from", "west", "--to", "north",
+                                                    "--expect", "east forward", "--picture", dot])
+        #expect(wrong.status == 1, "\(wrong)")
+        #expect(wrong.standardOutput.contains("missing: east forward: any packet to 192.1.3.33"))
+        #expect(try String(contentsOfFile: dot, encoding: .utf8).contains("<I>MISSING</I>"))
+
+        let bad = try Namespaces.Process.execute([xfrmlabBinary, "trace", "--from", "west", "--to", "north", "--expect", "east sideways"])
+        #expect(bad.status != 0 && bad.standardError.contains("a hop is HOST HOOK"), "\(bad)")
+    }
+}
