@@ -177,7 +177,8 @@ extension MatrixReport {
             if path.contains("/pictures/") { return "Trace pictures" }
             if name == "kmsg.txt" || name == "console.log" { return "Kernel log" }
             if path.contains("/daemons/") || name.contains("charon") || name.contains("pluto") { return "Daemon logs" }
-            if name == "tests.log" || name == "xunit.xml" || name == "events.jsonl" { return "Test output" }
+            // tests.log, events.jsonl, xunit.xml, and their -alone-N twins (tests run by themselves).
+            if ["tests", "events", "xunit"].contains(where: { name.hasPrefix($0) }) { return "Test output" }
             return "Other"
         }
         var out = "<h3>Files</h3><ul class=\"files\">"

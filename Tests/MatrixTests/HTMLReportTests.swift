@@ -8,7 +8,7 @@ struct HTMLReportTests {
     /// Two kernels whose results differ, with result files laid out as a run leaves them.
     func sample() throws -> (report: MatrixReport, directory: String) {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("xlhtml\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
-        let files = ["kernels/host/results/tests.log", "kernels/host/results/kmsg.txt", "kernels/6.1/results/tests.log",
+        let files = ["kernels/host/results/tests.log", "kernels/host/results/tests-alone-1.log", "kernels/host/results/kmsg.txt", "kernels/6.1/results/tests.log",
                      "kernels/6.1/results/kmsg.txt", "kernels/6.1/results/captures/west eth1.pcap",
                      "kernels/6.1/results/daemons/xl1a2b3c-west.charon/charon.log", "kernels/6.1/console.log",
                      "kernels/6.1/results/pictures/deliberately_wrong.svg"]
@@ -54,7 +54,7 @@ struct HTMLReportTests {
         let (report, directory) = try sample()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let html = report.html(directory: directory)
-        #expect(html.contains("<li>Test output: <a href=\"kernels/host/results/tests.log\">results/tests.log</a> (2 B)</li>"))
+        #expect(html.contains("<li>Test output: <a href=\"kernels/host/results/tests-alone-1.log\">results/tests-alone-1.log</a> (2 B), <a href=\"kernels/host/results/tests.log\">results/tests.log</a> (2 B)</li>"))
         #expect(html.contains("<li>Kernel log: <a href=\"kernels/6.1/console.log\">console.log</a> (2 B), <a href=\"kernels/6.1/results/kmsg.txt\">results/kmsg.txt</a> (2 B)</li>"))
         #expect(html.contains("<li>Packet captures: <a href=\"kernels/6.1/results/captures/west%20eth1.pcap\">results/captures/west eth1.pcap</a>"))
         #expect(html.contains("<li>Trace pictures: <a href=\"kernels/6.1/results/pictures/deliberately_wrong.svg\">results/pictures/deliberately_wrong.svg</a> (2 B)</li>"))
