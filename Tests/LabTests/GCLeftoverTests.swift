@@ -83,6 +83,8 @@ struct GCLeftoverTests {
         let stray = try Namespaces.Process.spawn(["sleep", "60"], namespaceFD: -1, stdin: -1, stdout: -1, stderr: -1,
                                                  environment: ["XL_DAEMON_DIRECTORY": deadOwner])
         defer { kill(stray, SIGKILL) }
+        // Until it has exec'd, its environment is still ours and names nothing.
+        try #require(poll { ProcessTable.processes(naming: deadOwner).contains(stray) })
         try own(deadOwner, "\(dead) 12345\n")
         let reused = try make("\(tag)-east.pluto")
         try own(reused, "\(getpid()) 1\n")  // our pid, another start time: a reused pid
