@@ -48,7 +48,16 @@ test-vm: build-tests
 	$(BIN)/xfrmlab matrix --kernel host $(foreach k,$(TEST_KERNELS),--kernel $(k)) $(MATRIX_FLAGS) \
 		$(if $(filter 6.12,$(TEST_KERNELS)),--only '6.12=$(SECOND_KERNEL_TESTS)')
 
-test: test-host test-vm
+# Every test run is also judged on the host: its namespace (links, addresses, routes, rules,
+# xfrm states and policies, watched sysctls, nft and legacy iptables) is saved before the whole
+# run and compared after it, whatever the suites said; any difference fails `make test`.
+# (The suites' exit status waits in a file so that the comparison runs whatever they said.)
+HOST_SNAPSHOT := .build/host-before-test.snapshot
+test: build-tests
+	$(BIN)/xfrmlab host-snapshot save $(HOST_SNAPSHOT)
+	$(MAKE) --no-print-directory test-host test-vm; echo $$? > .build/test-status
+	$(BIN)/xfrmlab host-snapshot compare $(HOST_SNAPSHOT)
+	@exit $$(cat .build/test-status)
 
 matrix: build-tests
 	@Scripts/install-vm-deps.sh $(KERNELS)
@@ -69,10 +78,16 @@ fuzz: deps
 	mkdir -p .build-fuzz/corpus
 	.build-fuzz/debug/XfrmLabFuzz -max_total_time=$(FUZZ_SECONDS) -max_len=8192 .build-fuzz/corpus Fixtures/fuzz-seeds
 
-# Pictures of the default topologies for README.md.
+# Pictures of the default topologies for README.md, and the API reference: DocC over every library
+# module, combined, as a static site in .build/docs (Docs/API.md is the one-page overview).
+DOC_TARGETS := Netlink Namespaces Topology Xfrm Probes Lab Daemons Scenarios
 docs: build
 	$(BIN)/xfrmlab graph north-east-west -o Docs/north-east-west
 	$(BIN)/xfrmlab graph client1-client2-server -o Docs/client1-client2-server
+	$(SWIFT) package --disable-sandbox --allow-writing-to-directory .build/docs generate-documentation \
+		--enable-experimental-combined-documentation $(foreach t,$(DOC_TARGETS),--target $(t)) \
+		--transform-for-static-hosting --output-path .build/docs
+	@echo "API reference: python3 -m http.server -d .build/docs 8000, then http://localhost:8000/documentation/"
 
 clean:
 	rm -rf .build

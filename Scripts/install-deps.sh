@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: libmnl for netlink, iproute2/nftables/iptables as the real tools the
 # harness drives or compares against, ping/tcpdump for humans poking at a lab.
-apt_packages=(libmnl-dev pkg-config iproute2 nftables iptables iputils-ping tcpdump python3-pip graphviz)
+# graphviz draws topologies and traces; chromium (headless) checks that the matrix's HTML report renders.
+apt_packages=(libmnl-dev pkg-config iproute2 nftables iptables iputils-ping tcpdump python3-pip graphviz chromium)
 apt_packages+=("$@")
 
 missing=()

@@ -38,6 +38,7 @@ public final class CertificateAuthority: @unchecked Sendable, CustomStringConver
         }
         try? FileManager.default.removeItem(atPath: directory)
         guard mkdir(directory, 0o700) == 0 else { throw DaemonError(.configuration, "cannot make \(directory)") }
+        do { try Leftovers.recordOwner(of: directory) } catch { throw DaemonError(.configuration, "\(error)") }
         do {
             try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", directory + "/ca.key",
                          "-out", certificatePath, "-days", "2", "-subj", "/O=XfrmLab/CN=XfrmLab CA \(name)",

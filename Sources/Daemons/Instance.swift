@@ -7,8 +7,8 @@ import Netlink
 /// files, NSS database and log, and the process started in a lab namespace.
 ///
 /// The directory is `/run/xfrmlab/daemons/<namespace>.<program>` (`xl1a2b3c-west.charon`),
-/// so two daemons never share a file, and the run id in the name lets a later start remove
-/// what a killed run left (`sweepLeftovers`).
+/// so two daemons never share a file; its `.owner` file (pid and start time of the process that
+/// made it) lets a later start, or `xfrmlab gc`, remove what a killed owner left (`sweepLeftovers`).
 public final class DaemonInstance: @unchecked Sendable {
     public static let baseDirectory = "/run/xfrmlab/daemons"
 
@@ -38,6 +38,8 @@ public final class DaemonInstance: @unchecked Sendable {
         guard mkdir(directory, 0o700) == 0 else {
             throw DaemonError(.start, "\(SystemCallError("mkdir", context: directory))")
         }
+        // Who owns it, so that gc can tell a killed owner's directory from a live one's.
+        do { try Leftovers.recordOwner(of: directory) } catch { throw DaemonError(.start, "\(error)") }
     }
 
     // MARK: - Files
@@ -196,56 +198,17 @@ public final class DaemonInstance: @unchecked Sendable {
 
     // MARK: - Leftovers of killed runs
 
-    /// Removes the directories of runs that are over (their run's lock is free), and kills a
-    /// daemon still named by one (normally none: the daemons die with the process that started
-    /// them). Directories of live runs, and of namespaces that belong to no run, are left alone.
+    /// Removes the directories whose owner is dead (by the owner file each directory holds, or
+    /// for older ones the run id in the name), and kills a daemon still named by one (normally
+    /// none: the daemons die with the process that started them). Directories of live owners,
+    /// and those whose owner cannot be proven dead, are left alone. `xfrmlab gc` does the same.
     public static func sweepLeftovers() {
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: baseDirectory) else { return }
-        let live = Set(Run.all().filter(\.live).map(\.id))
-        for entry in entries {
-            guard entry.hasPrefix(Run.namespacePrefix) else { continue }
-            let rest = entry.dropFirst(Run.namespacePrefix.count)
-            guard let dash = rest.firstIndex(of: "-") else { continue }
-            let id = String(rest[..<dash])
-            guard id.count == 6, id.allSatisfy(\.isHexDigit), !live.contains(id) else { continue }
-            let path = baseDirectory + "/" + entry
-            for pid in processes(naming: path) { kill(pid, SIGKILL) }
-            try? FileManager.default.removeItem(atPath: path)
-        }
+        Leftovers.sweepOwnedDirectories(under: baseDirectory)
     }
 
-    /// Processes whose command line or environment mentions `path`.
-    static func processes(naming path: String) -> [pid_t] {
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
-        let needle = Array(path.utf8)
-        var found: [pid_t] = []
-        for entry in entries {
-            guard let pid = pid_t(entry), pid != getpid() else { continue }
-            for file in ["cmdline", "environ"] {
-                guard let data = FileManager.default.contents(atPath: "/proc/\(entry)/\(file)") else { continue }
-                let bytes = [UInt8](data)
-                if bytes.count >= needle.count, contains(bytes, needle), !isZombie(pid) {
-                    found.append(pid)
-                    break
-                }
-            }
-        }
-        return found
-    }
+    static func processes(naming path: String) -> [pid_t] { ProcessTable.processes(naming: path) }
 
-    static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
-        guard !needle.isEmpty, haystack.count >= needle.count else { return false }
-        for i in 0...(haystack.count - needle.count) where haystack[i] == needle[0] {
-            if haystack[i..<(i + needle.count)].elementsEqual(needle) { return true }
-        }
-        return false
-    }
-
-    static func isZombie(_ pid: pid_t) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return false }
-        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
-    }
+    static func isZombie(_ pid: pid_t) -> Bool { ProcessTable.isZombie(pid) }
 }
 
 func signalName(_ s: Int32) -> String {

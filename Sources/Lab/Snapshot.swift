@@ -88,6 +88,8 @@ public struct HostSnapshot: Sendable, Equatable {
     public var network: NamespaceSnapshot
     public var sysctls: [String: String]
     public var nftRuleset: String?
+    /// Names of legacy (x_tables) iptables tables in use, from /proc/net/ip{,6}_tables_names.
+    public var legacyIptablesTables: [String] = []
 
     /// Sysctls a topology could plausibly touch if it escaped its namespaces.
     public static let watchedSysctls = [
@@ -95,23 +97,34 @@ public struct HostSnapshot: Sendable, Equatable {
         "net.ipv4.conf.default.rp_filter", "net.ipv4.conf.all.forwarding", "net.ipv6.conf.all.accept_dad",
     ]
 
-    /// Reads the calling process's namespace. Read-only: dumps, /proc/sys reads, `nft list ruleset`.
-    public static func capture() throws -> HostSnapshot {
-        let route = try NetlinkSocket(protocol: NetlinkSocket.route)
+    /// Reads the calling process's namespace, or `namespace` standing in for it (tests).
+    /// Read-only: dumps, /proc/sys reads, `nft list ruleset`, /proc/net/ip*_tables_names.
+    public static func capture(in namespace: Namespace? = nil) throws -> HostSnapshot {
+        let route = try namespace?.netlinkSocket(protocol: NetlinkSocket.route) ?? NetlinkSocket(protocol: NetlinkSocket.route)
         defer { route.close() }
-        let xfrm = try NetlinkSocket(protocol: NetlinkSocket.xfrm)
+        let xfrm = try namespace?.netlinkSocket(protocol: NetlinkSocket.xfrm) ?? NetlinkSocket(protocol: NetlinkSocket.xfrm)
         defer { xfrm.close() }
+        // /proc/sys/net and /proc/net show the namespace of the thread that opens them.
+        func read(_ path: String) -> String? {
+            let body = { (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) }
+            if let namespace { return (try? namespace.run(body)) ?? nil }
+            return body()
+        }
         var sysctls: [String: String] = [:]
         for key in watchedSysctls {
-            let path = "/proc/sys/" + key.replacingOccurrences(of: ".", with: "/")
-            sysctls[key] = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            sysctls[key] = read("/proc/sys/" + key.replacingOccurrences(of: ".", with: "/"))
         }
         var nft: String?
         if Executable.find("nft") != nil {
-            nft = try? Namespaces.Process.execute(["nft", "list", "ruleset"]).standardOutput
+            let command = ["nft", "list", "ruleset"]
+            nft = try? (namespace?.execute(command) ?? Namespaces.Process.execute(command)).standardOutput
         }
-        return HostSnapshot(network: try NamespaceSnapshot.capture(route: route, xfrm: xfrm).withoutCounters,
-                            sysctls: sysctls, nftRuleset: nft)
+        // Legacy iptables tables exist only once something used them; their names say so without
+        // running iptables-legacy (which would read every rule through getsockopt).
+        let legacy = ["ip_tables_names", "ip6_tables_names"].map { read("/proc/net/" + $0) ?? "" }
+            .flatMap { $0.split(separator: "\n").map(String.init) }
+        return HostSnapshot(network: try NamespaceSnapshot.capture(route: route, xfrm: xfrm, namespace: namespace?.name).withoutCounters,
+                            sysctls: sysctls, nftRuleset: nft, legacyIptablesTables: legacy.sorted())
     }
 
     /// What differs, in words (empty when nothing does).
@@ -127,6 +140,7 @@ public struct HostSnapshot: Sendable, Equatable {
         if a.xfrmPolicies != b.xfrmPolicies { d.append("xfrm policies: \(a.xfrmPolicies.count) → \(b.xfrmPolicies.count)") }
         if sysctls != other.sysctls { d.append("sysctls: \(sysctls) → \(other.sysctls)") }
         if nftRuleset != other.nftRuleset { d.append("nft ruleset changed") }
+        if legacyIptablesTables != other.legacyIptablesTables { d.append("legacy iptables tables: \(legacyIptablesTables) → \(other.legacyIptablesTables)") }
         return d
     }
 }

@@ -17,6 +17,18 @@ extension Lab {
     public func trace<T>(hosts: [String] = [], hooks: [Hook] = Hook.allCases, _ action: () throws -> T) throws -> (result: T, trace: Trace) {
         let t = try tracer(hosts: hosts, hooks: hooks)
         defer { t.stop() }
-        return try t.capture(action)
+        var (result, trace) = try t.capture(action)
+        trace.links = links
+        return (result, trace)
+    }
+
+    /// Which interfaces share a network, for `Trace.links`: "west eth1" → ["east eth1", "nic eth1"].
+    public var links: [String: [String]] {
+        var out: [String: [String]] = [:]
+        for n in topology.networks {
+            let ends = n.members.map { "\($0.host) \($0.interface)" }
+            for e in ends { out[e, default: []] += ends.filter { $0 != e } }
+        }
+        return out
     }
 }

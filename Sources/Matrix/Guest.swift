@@ -205,7 +205,10 @@ public struct GuestDriver {
         let logFD = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         defer { if logFD >= 0 { close(logFD) } }
         do {
-            let pid = try Process.spawn(command, namespaceFD: -1, stdin: -1, stdout: logFD, stderr: logFD)
+            // Failed path expectations draw their trace beside the results, for report.html.
+            var environment = ProcessInfo.processInfo.environment
+            environment["XFRMLAB_TRACE_PICTURES"] = "\(output)/pictures"
+            let pid = try Process.spawn(command, namespaceFD: -1, stdin: -1, stdout: logFD, stderr: logFD, environment: environment)
             let (status, timedOut) = wait(pid, until: deadline)
             phase.status = status
             phase.timedOut = timedOut

@@ -100,6 +100,7 @@ public final class MatrixRunner {
         try report.json().write(to: URL(fileURLWithPath: options.output + "/report.json"))
         try Data(report.junit().utf8).write(to: URL(fileURLWithPath: options.output + "/junit.xml"))
         try Data(report.text().utf8).write(to: URL(fileURLWithPath: options.output + "/report.txt"))
+        try Data(report.html(directory: options.output).utf8).write(to: URL(fileURLWithPath: options.output + "/report.html"))
         return report
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import Netlink
 
 /// A description of one hop a packet should (or should not) take, built to read like the
@@ -126,32 +127,73 @@ public struct PathExpectation: Sendable, CustomStringConvertible {
         return s
     }
 
-    /// Matches the trace: each step against the first matching hop after the last one used on
-    /// that host. Returns the problems (empty when the trace is as expected) and, on failure,
-    /// a report with the expected path beside the actual trace.
-    public func evaluate(_ trace: Trace) -> (passed: Bool, report: String) {
-        var problems: [String] = []
+    /// Which hops of a trace the expectation found: for each step, the index in `trace.hops` of
+    /// the hop it matched (nil: missing; `outOfOrder` when a matching hop exists but came too
+    /// early); for each forbidden pattern, the hops that break it.
+    public struct Match: Sendable {
+        public var steps: [(hop: Int?, outOfOrder: Bool)]
+        public var violations: [[Int]]
+        public var passed: Bool { steps.allSatisfy { $0.hop != nil } && violations.allSatisfy(\.isEmpty) }
+    }
+
+    /// Matches each step against the first matching hop after the last one used on that host.
+    public func match(_ trace: Trace) -> Match {
+        var steps: [(hop: Int?, outOfOrder: Bool)] = []
         var position: [String: Int] = [:]
-        for step in steps {
-            let list = trace.hops(on: step.host)
+        for step in self.steps {
+            let indices = trace.hops.indices.filter { trace.hops[$0].host == step.host }
             let start = position[step.host] ?? 0
-            if let i = list[start...].firstIndex(where: step.matches) {
+            if let i = indices[start...].firstIndex(where: { step.matches(trace.hops[$0]) }) {
                 position[step.host] = i + 1
+                steps.append((indices[i], false))
             } else {
-                let anywhere = list.contains(where: step.matches)
-                problems.append("missing: \(step)" + (anywhere ? " (seen, but out of order)" : ""))
+                steps.append((nil, indices.contains { step.matches(trace.hops[$0]) }))
             }
         }
-        for rule in forbidden {
-            for hop in trace.hops where rule.matches(hop) {
-                problems.append("unexpected: \(hop) (matches never: \(rule))")
-            }
+        let violations = forbidden.map { rule in trace.hops.indices.filter { rule.matches(trace.hops[$0]) } }
+        return Match(steps: steps, violations: violations)
+    }
+
+    /// Where failed expectations draw their trace (SVG, with the expected path beside it): the
+    /// environment's `XFRMLAB_TRACE_PICTURES`, which the kernel matrix sets to each kernel's
+    /// results/pictures, so that report.html links them. Unset: no pictures.
+    public static var picturesDirectory: String? { ProcessInfo.processInfo.environment["XFRMLAB_TRACE_PICTURES"] }
+
+    /// Matches the trace (see `match`). Returns whether it passed and, on failure, a report with
+    /// the problems and the expected path beside the actual trace (and, when `pictures` names
+    /// a directory, the path of a picture of both drawn there).
+    public func evaluate(_ trace: Trace, pictures: String? = PathExpectation.picturesDirectory) -> (passed: Bool, report: String) {
+        let m = match(trace)
+        var problems: [String] = []
+        for (step, found) in zip(steps, m.steps) where found.hop == nil {
+            problems.append("missing: \(step)" + (found.outOfOrder ? " (seen, but out of order)" : ""))
+        }
+        for (rule, hops) in zip(forbidden, m.violations) {
+            for i in hops { problems.append("unexpected: \(trace.hops[i]) (matches never: \(rule))") }
         }
         if problems.isEmpty { return (true, "\(name): as expected") }
         var report = "\(name): \(problems.count) problem(s)\n"
         for p in problems { report += "  \(p)\n" }
         report += description
         report += "actual trace:\n\(trace)"
+        if let pictures {
+            do { report += "picture: \(try drawFailure(trace, in: pictures))\n" }
+            catch { report += "no picture: \(error)\n" }
+        }
         return (false, report)
+    }
+
+    /// Writes `<directory>/<name>.svg` (`-2`, `-3` … when taken), making the directory.
+    private func drawFailure(_ trace: Trace, in directory: String) throws -> String {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let stem = String(name.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "_" }.prefix(80))
+        var path = "\(directory)/\(stem).svg"
+        var n = 1
+        while FileManager.default.fileExists(atPath: path) {
+            n += 1
+            path = "\(directory)/\(stem)-\(n).svg"
+        }
+        try trace.writePicture(to: path, expected: self)
+        return path
     }
 }

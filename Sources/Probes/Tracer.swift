@@ -32,6 +32,18 @@ public struct Hop: Sendable, Hashable, CustomStringConvertible {
     /// Order within the host (nfnetlink_log's sequence number).
     public var sequence: UInt32
 
+    public init(host: String, hook: Hook, mark: UInt32 = 0, connectionMark: UInt32? = nil, inInterface: String? = nil,
+                outInterface: String? = nil, packet: PacketSummary, sequence: UInt32 = 0) {
+        self.host = host
+        self.hook = hook
+        self.mark = mark
+        self.connectionMark = connectionMark
+        self.inInterface = inInterface
+        self.outInterface = outInterface
+        self.packet = packet
+        self.sequence = sequence
+    }
+
     public var description: String {
         var s = "\(host) \(hook.rawValue): \(packet) mark 0x\(String(mark, radix: 16))"
         if let connectionMark, connectionMark != 0 { s += " ct mark 0x\(String(connectionMark, radix: 16))" }
@@ -49,6 +61,17 @@ public struct Trace: Sendable, CustomStringConvertible {
     public var hops: [Hop]
     /// Hosts in the order they were traced.
     public var hosts: [String]
+
+    /// Which interfaces share a link or network: "host interface" → the other ends ("east eth1").
+    /// Optional (the lab fills it in); pictures use it to join a packet leaving one host to
+    /// where it arrives.
+    public var links: [String: [String]] = [:]
+
+    public init(hops: [Hop], hosts: [String], links: [String: [String]] = [:]) {
+        self.hops = hops
+        self.hosts = hosts
+        self.links = links
+    }
 
     public func hops(on host: String) -> [Hop] { hops.filter { $0.host == host } }
 

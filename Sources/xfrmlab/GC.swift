@@ -6,7 +6,7 @@ import Namespaces
 struct GC: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gc",
-        abstract: "Remove what killed runs left behind, and only that: a run whose owner still lives is never touched.")
+        abstract: "Remove what killed runs left behind (namespaces, capability probe namespaces, IKE daemon directories), and only that: nothing whose owner still lives is touched.")
 
     @OptionGroup var global: GlobalOptions
 
@@ -15,6 +15,10 @@ struct GC: ParsableCommand {
 
     @Flag(help: "Say what would be removed, remove nothing.")
     var dryRun = false
+
+    /// `DaemonInstance.baseDirectory` (the Daemons module is not linked into the command).
+    static let daemonDirectory = Run.stateDirectory + "/daemons"
+    var daemonDirectory: String { GC.daemonDirectory }
 
     func run() throws {
         global.bootstrap()
@@ -31,6 +35,16 @@ struct GC: ParsableCommand {
             guard let run = try Run.adopt(id: found.id) else { continue }
             let report = try RunLookup.remove(run: run, namespaces: found.namespaces)
             print("removed run \(found.id) (\(found.namespaces.count) namespace(s)): \(report)")
+            removed += 1
+        }
+        // Capability probes killed mid-way (their maker's pid is in the name; only dead ones).
+        for name in dryRun ? Leftovers.deadProbeNamespaces() : Leftovers.removeDeadProbeNamespaces() {
+            print(dryRun ? "would remove probe namespace \(name)" : "removed probe namespace \(name) (its prober is dead)")
+            removed += 1
+        }
+        // IKE daemons' private directories whose owner is dead (their `.owner` file or run id).
+        for path in Leftovers.sweepOwnedDirectories(under: daemonDirectory, dryRun: dryRun) {
+            print(dryRun ? "would remove daemon directory \(path)" : "removed daemon directory \(path) (its owner is dead)")
             removed += 1
         }
         if removed == 0 && !dryRun { print("nothing to remove") }

@@ -71,7 +71,11 @@ struct MatrixCommand: ParsableCommand {
     @Flag(help: "Keep the whole kernel console in each kernel's console.log (boots slower; by default only emergencies and alerts).")
     var console = false
 
+    @Option(help: ArgumentHelp("Write report.html again from DIR/report.json (an earlier run's directory) and exit.", valueName: "DIR"))
+    var html: String?
+
     func validate() throws {
+        if html != nil { return }
         if kernels.isEmpty { throw ValidationError("give at least one --kernel (host, 6.1, 6.12, 6.1-cloud, a release in /boot, or a bzImage path)") }
         if !["auto", "kvm", "tcg"].contains(accel) { throw ValidationError("--accel must be auto, kvm or tcg") }
         if cpus < 1 { throw ValidationError("--cpus must be at least 1") }
@@ -80,6 +84,14 @@ struct MatrixCommand: ParsableCommand {
 
     func run() throws {
         global.bootstrap()
+        if let html {
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .iso8601
+            let report = try decoder.decode(MatrixReport.self, from: Data(contentsOf: URL(fileURLWithPath: html + "/report.json")))
+            try Data(report.html(directory: html).utf8).write(to: URL(fileURLWithPath: html + "/report.html"))
+            print("wrote \(html)/report.html")
+            return
+        }
         try requireRoot()
         let root = repositoryRoot()
         let resolved = try kernels.map { try KernelCatalog.resolve($0, modules: modules) }
@@ -132,7 +144,7 @@ struct MatrixCommand: ParsableCommand {
             print(String(decoding: try report.json(), as: UTF8.self))
         } else {
             print(report.text(), terminator: "")
-            print("report: \(out)/report.txt (also report.json, junit.xml)")
+            print("report: \(out)/report.txt (also report.html, report.json, junit.xml)")
         }
         if !report.ok { throw ExitCode(1) }
     }

@@ -60,6 +60,10 @@ struct TraceTests {
             #expect(verdict.report.contains("missing: east forward: udp to 192.1.3.33"))
             #expect(verdict.report.contains("actual trace:"))
             #expect(verdict.report.contains("west postrouting: udp 192.1.2.45:"))
+            // The picture says the same: both steps missing, west's hops drawn, the wire to east absent.
+            let dot = trace.dot(expected: wrong)
+            #expect(dot.components(separatedBy: "<I>MISSING</I>").count == 3, "\(dot)")
+            #expect(dot.contains("<B>west · postrouting</B>"))
         }
     }
 
