@@ -141,8 +141,12 @@ final class ViciConnection {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
+        // A class's deinit runs when its init throws after every property is set: each failure
+        // path closes through close(), which forgets the descriptor, or deinit would close the
+        // number again, by then perhaps another thread's file (seen: a daemon's swanctl.conf
+        // write failing with EBADF while the other daemon's vici socket was not yet there).
         guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            Glibc.close(fd)
+            close()
             throw DaemonError(.control, "vici socket path too long: \(path)")
         }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
@@ -156,7 +160,7 @@ final class ViciConnection {
         }
         guard r == 0 else {
             let e = SystemCallError("connect", context: path)
-            Glibc.close(fd)
+            close()
             throw DaemonError(.control, "\(e)")
         }
     }
