@@ -42,6 +42,10 @@ public enum ReproductionCatalog {
         PolicyIfIDZero.reproduction,
         SAPrefixLengthUnspec.reproduction,
         MigrateDirection.reproduction,
+        VtiMarkPreserved.reproduction,
+        OutputMarkInbound.reproduction,
+        XfrmiHostToHostLoop.reproduction,
+        LibIPsecHostToHost.reproduction,
     ]
 
     public static func reproduction(_ id: String) -> Reproduction? { all.first { $0.id == id } }

@@ -12,6 +12,14 @@ extension Trait where Self == ConditionTrait {
     }
 }
 
+extension Trait where Self == ConditionTrait {
+    /// strongSwan's charon with kernel-libipsec, as the report's `needs` probes it.
+    static var needsLibIPsecReport: Self {
+        let missing = Requirement.missing(Requirement.libipsec)
+        return .enabled(if: missing == nil, Comment(rawValue: missing ?? ""))
+    }
+}
+
 let reportsDirectory = repositoryRoot + "/Fixtures/reports"
 
 /// Runs one report here and holds its verdict against the one its fix history expects.
@@ -66,6 +74,22 @@ struct BugReportTests {
     @Test("migrate-direction: XFRM_MSG_MIGRATE refuses a direction out of range (CVE-2017-11600, 7bab09631c2a, 4.13)",
           .requires(.xfrmPolicy), .disposableKernel)
     func migrateDirection() async throws { try await check("migrate-direction") }
+
+    @Test("vti-mark-preserved: VTI keeps the packet's mark on transmit and restores it after receive (7e13318daa4a, 4c38255892c0, 4.2)",
+          .requires(.esp), .requires(.vti), .requires(.nflog))
+    func vtiMarkPreserved() async throws { try await check("vti-mark-preserved") }
+
+    @Test("output-mark-inbound: an inbound SA's output mark lands on the decrypted packet, masked (9b42c1f179a6, 4.19)",
+          .requires(.esp), .requires(.xfrmInterface), .requires(.outputMarkMask), .requires(.nftables), .requires(.nflog))
+    func outputMarkInbound() async throws { try await check("output-mark-inbound") }
+
+    @Test("xfrmi-host-to-host-loop: a /32-to-/32 tunnel over an xfrm interface loops without an output mark and a fwmark rule (behaviour)",
+          .requires(.esp), .requires(.xfrmInterface))
+    func xfrmiHostToHostLoop() async throws { try await check("xfrmi-host-to-host-loop") }
+
+    @Test("libipsec-host-to-host: kernel-libipsec host to host loops into the TUN device without the fwmark options (behaviour)",
+          .tags(.daemons), .needsLibIPsecReport)
+    func libipsecHostToHost() async throws { try await check("libipsec-host-to-host") }
 }
 
 /// The reports themselves: files that load, one reproduction per folder, verdicts computed.
