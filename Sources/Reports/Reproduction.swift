@@ -46,6 +46,7 @@ public enum ReproductionCatalog {
         OutputMarkInbound.reproduction,
         XfrmiHostToHostLoop.reproduction,
         LibIPsecHostToHost.reproduction,
+        ConnmarkInboundSA.reproduction,
     ]
 
     public static func reproduction(_ id: String) -> Reproduction? { all.first { $0.id == id } }

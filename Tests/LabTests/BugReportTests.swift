@@ -87,6 +87,10 @@ struct BugReportTests {
           .requires(.esp), .requires(.xfrmInterface))
     func xfrmiHostToHostLoop() async throws { try await check("xfrmi-host-to-host-loop") }
 
+    @Test("connmark-inbound-sa: a restored connection mark picks the reply's SA, as strongSwan's connmark plugin does (behaviour)",
+          .requires(.esp), .requires(.policyMark), .requires(.nftables), .requires(.conntrackMark), .requires(.nflog))
+    func connmarkInboundSa() async throws { try await check("connmark-inbound-sa") }
+
     @Test("libipsec-host-to-host: kernel-libipsec host to host loops into the TUN device without the fwmark options (behaviour)",
           .tags(.daemons), .needsLibIPsecReport)
     func libipsecHostToHost() async throws { try await check("libipsec-host-to-host") }
