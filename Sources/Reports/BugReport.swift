@@ -66,7 +66,8 @@ public struct ReportError: Error, CustomStringConvertible, Sendable {
     public var field: String
     public var message: String
     public var description: String {
-        "\(file):\(line):\(column): \(field.isEmpty ? "" : field + ": ")\(message)"
+        let place = file.isEmpty ? "" : line == 0 ? "\(file): " : "\(file):\(line):\(column): "
+        return place + (field.isEmpty ? "" : field + ": ") + message
     }
 }
 

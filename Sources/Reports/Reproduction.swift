@@ -77,7 +77,8 @@ public struct Outcome: Sendable, CustomStringConvertible {
         lines.append("  observable \(report.observable)")
         lines.append("  verdict   \(verdict.kind.title) — \(verdict.reason)")
         lines.append("  expected  \(expected.title) — \(expectedWhy)")
-        lines.append(String(format: "  %@ in %.2f s", matches ? "AS EXPECTED" : "NOT AS EXPECTED", seconds))
+        let result = verdict.kind == .notApplicable ? "NOT RUN HERE" : matches ? "AS EXPECTED" : "NOT AS EXPECTED"
+        lines.append(String(format: "  %@ in %.2f s", result, seconds))
         return lines.joined(separator: "\n")
     }
 }
