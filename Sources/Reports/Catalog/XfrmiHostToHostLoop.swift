@@ -71,7 +71,7 @@ enum XfrmiHostToHostLoop {
             let index = try ipsec9(s).index
             try ns.route.request(RouteRequest.add(namespace: ns.name, destination: s.peer, prefixLength: 32, outputInterface: index, interfaceName: "ipsec9", table: 50))
             try ns.route.request(Request(type: UInt16(RTM_DELROUTE), flags: .modify, header: {
-                var h = rtmsg(); h.rtm_family = UInt8(AF_INET); h.rtm_dst_len = 32; h.rtm_table = UInt8(RT_TABLE_MAIN.rawValue); return h
+                var h = rtmsg(); h.rtm_family = UInt8(AF_INET); h.rtm_dst_len = 32; h.rtm_scope = UInt8(RT_SCOPE_NOWHERE.rawValue); h.rtm_table = UInt8(RT_TABLE_MAIN.rawValue); return h
             }(), attributes: [Attribute(UInt16(RTA_DST.rawValue), bytes: s.peer)], summary: "ip -n \(ns.name) route del \(formatAddress(s.peer))/32"))
             try ns.route.request(RuleRequest.add(namespace: ns.name, family: UInt8(AF_INET), priority: 100, invert: true,
                                                  destination: (s.peer, 32), fwmark: 0x9, fwmask: 0xffffffff, table: 50,
