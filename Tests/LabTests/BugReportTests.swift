@@ -156,6 +156,22 @@ struct BugReportFileTests {
         #expect(e2?.field == "needs[1]" && e2?.line == 12, "\(String(describing: e2))")
     }
 
+    @Test("`xfrmlab report new` lays out a folder whose report.yaml loads, and refuses a bad or existing ID")
+    func scaffold() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("xlscaffold-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: root + "/Sources/Reports/Catalog", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let created = try ReportScaffold.create(id: "demo-report", repositoryRoot: root)
+        #expect(created.files.count == 3 && created.files.last?.hasSuffix("Catalog/DemoReport.swift") == true)
+        let report = try BugReport.load(directory: root + "/Fixtures/reports/demo-report")
+        #expect(report.id == "demo-report" && report.kind == .bug && report.needs == ["xfrm-policy"])
+        #expect(created.nextSteps.contains { $0.contains("ReproductionCatalog.all") })
+        #expect(throws: ReportError.self) { try ReportScaffold.create(id: "demo-report", repositoryRoot: root) }
+        for bad in ["Demo", "demo_report", "-demo", "demo--x", "9demo"] {
+            #expect(throws: ReportError.self, "\(bad)") { try ReportScaffold.create(id: bad, repositoryRoot: root) }
+        }
+    }
+
     /// The verdict is computed from what the kernel did, not written in: the same reproduction,
     /// held against a copy of its report that claims the bug is still present everywhere (a fix
     /// in a release that does not exist), must come out as a mismatch, with the evidence.
