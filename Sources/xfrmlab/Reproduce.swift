@@ -29,7 +29,6 @@ struct Reproduce: AsyncParsableCommand {
     }
 
     func run() async throws {
-        global.bootstrap()
         let root = packageRoot()
         let reports = try BugReport.loadAll(directory: root + "/Fixtures/reports")
         if list {
@@ -47,10 +46,12 @@ struct Reproduce: AsyncParsableCommand {
             var arguments = kernels.flatMap { ["--kernel", $0] }
             arguments += ["--filter", "BugReportTests/\(ReportScaffold.testName(report.id))\\("]
             if global.verbose { arguments.append("--verbose") }
+            // The matrix command sets the logging up itself (once per process).
             var matrix = try MatrixCommand.parse(arguments)
             try matrix.run()
             return
         }
+        global.bootstrap()
         try requireRoot()
         let outcome = try await ReportRunner.run(report, repositoryRoot: root)
         if global.json {
