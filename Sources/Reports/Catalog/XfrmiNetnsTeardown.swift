@@ -30,7 +30,18 @@ enum XfrmiNetnsTeardown {
     }
 
     static let reproduction = Reproduction("xfrmi-netns-teardown") { lab in
-        let prefix = lab.run.prefix
+        do {
+            return try steps(prefix: lab.run.prefix)
+        } catch {
+            // A step failed half-way: whatever of ours is left goes (the kernel may still refuse).
+            let left = ((try? FileManager.default.contentsOfDirectory(atPath: Namespace.directory)) ?? [])
+                .filter { $0.hasPrefix(lab.run.prefix + "td") }.compactMap { try? Namespace.open(name: $0) }
+            _ = try? NamespaceReaper.delete(left, timeout: 15)
+            throw error
+        }
+    }
+
+    static func steps(prefix: String) throws -> Observation {
         var evidence: [String] = []
         var bug = false
 
