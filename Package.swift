@@ -35,8 +35,12 @@ let package = Package(
         .target(name: "Matrix", dependencies: ["Namespaces", "Yams"]),
         // strongSwan (charon + swanctl/vici) and libreswan (pluto) in lab namespaces, each with its own files.
         .target(name: "Daemons", dependencies: ["Lab", "Namespaces", "Netlink", "Topology"]),
+        // Public bug reports as reproductions: Fixtures/reports/<id>/report.yaml + Catalog/<id>.swift → verdict per kernel.
+        .target(name: "Reports", dependencies: [
+            "Lab", "Topology", "Netlink", "Namespaces", "Probes", "Xfrm", "Matrix", "Daemons", "CNetlink", "Yams",
+        ]),
         .executableTarget(name: "xfrmlab", dependencies: [
-            "Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "Xfrm", "Matrix", "Daemons",
+            "Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "Xfrm", "Matrix", "Daemons", "Reports",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -48,6 +52,6 @@ let package = Package(
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "CNetlink", "TestSupport"]),
         .testTarget(name: "TopologyTests", dependencies: ["Topology", "TestSupport"], resources: [.copy("BadTopologies")]),
         .testTarget(name: "MatrixTests", dependencies: ["Matrix"]),
-        .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink", "Xfrm", "TestSupport", "Daemons"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink", "Xfrm", "TestSupport", "Daemons", "Reports"]),
     ]
 )

@@ -8,7 +8,8 @@ struct XfrmLab: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xfrmlab",
         abstract: "Build network-namespace topologies, drive the kernel's IPsec, and prove where marked packets go.",
-        subcommands: [Up.self, Down.self, Show.self, Exec.self, GC.self, RunScenario.self, Graph.self, Bench.self, Probe.self, MatrixCommand.self, MatrixGuest.self, HostSnapshotCommand.self, TraceCommand.self])
+        subcommands: [Up.self, Down.self, Show.self, Exec.self, GC.self, RunScenario.self, Graph.self, Bench.self, Probe.self,
+                      MatrixCommand.self, MatrixGuest.self, HostSnapshotCommand.self, TraceCommand.self, Reproduce.self, ReportCommand.self])
 }
 
 /// Options every command shares.

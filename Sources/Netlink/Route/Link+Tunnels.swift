@@ -57,6 +57,22 @@ extension LinkRequest {
         if up { s += " && ip link set \(name) up" }
         return Request(type: nl16(RTM_NEWLINK), flags: .add, header: header(up: up), attributes: attrs, summary: s, origin: origin)
     }
+
+    /// Changes an existing xfrm interface's if_id (and lower device): `RTM_NEWLINK` without
+    /// `NLM_F_CREATE` on its index, which the kernel hands to the kind's changelink.
+    ///
+    /// Equivalent to `ip link set dev NAME type xfrm [dev LINK] if_id I`.
+    public static func changeXfrmInterface(namespace: String?, index: Int32, name: String, interfaceID: UInt32,
+                                           link: Int32? = nil, linkName: String? = nil, origin: String? = nil) -> Request {
+        var data: [Attribute] = []
+        if let link { data.append(.u32(nl16(IFLA_XFRM_LINK), UInt32(bitPattern: link))) }
+        data.append(.u32(nl16(IFLA_XFRM_IF_ID), interfaceID))
+        let attrs: [Attribute] = [.nest(nl16(IFLA_LINKINFO), [.string(nl16(IFLA_INFO_KIND), "xfrm"), .nest(nl16(IFLA_INFO_DATA), data)])]
+        var s = ipPrefix(namespace) + "link set dev \(name) type xfrm"
+        if let link { s += " dev \(linkName ?? "#\(link)")" }
+        s += " if_id \(hex(interfaceID))"
+        return Request(type: nl16(RTM_NEWLINK), flags: .modify, header: header(index: index), attributes: attrs, summary: s, origin: origin)
+    }
 }
 
 /// A tunnel device read back from the kernel, with its kind-specific settings

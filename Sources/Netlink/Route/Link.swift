@@ -166,6 +166,16 @@ public enum LinkRequest {
                 summary: ipPrefix(namespace) + "link set dev \(name) master \(master)")
     }
 
+    /// Moves a device into the namespace open as `targetNamespaceFD`.
+    ///
+    /// Equivalent to `ip link set dev NAME netns NS`.
+    public static func moveToNamespace(namespace: String?, index: Int32, name: String, targetNamespaceFD: Int32,
+                                       targetNamespaceName: String) -> Request {
+        Request(type: nl16(RTM_NEWLINK), flags: .modify, header: header(index: index),
+                attributes: [.u32(nl16(IFLA_NET_NS_FD), UInt32(bitPattern: targetNamespaceFD))],
+                summary: ipPrefix(namespace) + "link set dev \(name) netns \(targetNamespaceName)")
+    }
+
     /// Equivalent to `ip link del dev NAME`.
     public static func delete(namespace: String?, index: Int32 = 0, name: String) -> Request {
         var attrs: [Attribute] = []

@@ -1,0 +1,29 @@
+import Foundation
+import Glibc
+import Lab
+import Namespaces
+import Netlink
+
+/// An xfrm interface moved to another namespace and deleted there stayed on the list of the
+/// namespace it was made in (list corruption: a later interface with its if_id collided with a
+/// freed one). Fixed by c5d1030f2300 (Linux 5.3). After the move and the delete, the first
+/// namespace must take a new interface with the same if_id, and both namespaces must be
+/// released. Destructive on an affected kernel.
+enum XfrmiCrossNetnsDelete {
+    static let reproduction = Reproduction("xfrmi-cross-netns-delete") { lab in
+        let a = try lab.namespace("lab")
+        let b = try lab.namespace("other")
+        let lo = try a.route.link(named: "lo")?.index ?? 1
+        let add = ask(a.route, LinkRequest.xfrmInterface(namespace: a.name, name: "ipsec1", interfaceID: 5, link: lo, linkName: "lo", up: false))
+        guard add.accepted, let dev = try a.route.link(named: "ipsec1") else { throw Inconclusive("\(add)") }
+        let move = ask(a.route, LinkRequest.moveToNamespace(namespace: a.name, index: dev.index, name: "ipsec1",
+                                                            targetNamespaceFD: b.fd, targetNamespaceName: b.name))
+        guard move.accepted, let moved = try b.route.link(named: "ipsec1") else { throw Inconclusive("\(move)") }
+        let del = ask(b.route, LinkRequest.delete(namespace: b.name, index: moved.index, name: "ipsec1"))
+        let again = ask(a.route, LinkRequest.xfrmInterface(namespace: a.name, name: "ipsec2", interfaceID: 5, link: lo, linkName: "lo", up: false))
+        let inA = try a.route.tunnelLinks().map { "\($0.link.name) if_id \($0.interfaceID.map(String.init) ?? "-")" }
+        return Observation(bugPresent: !del.accepted || !again.accepted, evidence: [
+            "\(move)", "\(del)", "\(again)", "xfrm devices in \(a.name): \(inA.joined(separator: ", "))",
+        ])
+    }
+}

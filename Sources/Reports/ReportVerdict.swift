@@ -1,0 +1,116 @@
+import Daemons
+import Foundation
+import Matrix
+import Namespaces
+import Xfrm
+
+/// What a report's reproduction says about the running kernel.
+public struct ReportVerdict: Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case reproduces
+        case fixed
+        case notApplicable = "not-applicable"
+
+        public var title: String {
+            switch self {
+            case .reproduces: return "REPRODUCES"
+            case .fixed: return "FIXED"
+            case .notApplicable: return "NOT APPLICABLE"
+            }
+        }
+    }
+
+    public var kind: Kind
+    /// Why: the evidence (what was seen) or, when not applicable, the probed reason.
+    public var reason: String
+
+    public var description: String { "\(kind.title): \(reason)" }
+}
+
+/// The running kernel as the verdicts see it.
+public struct KernelSituation: Sendable, CustomStringConvertible {
+    public var release: String
+    /// The upstream version (Debian's 6.1.0-56 is the 6.1.192 its /proc/version names).
+    public var version: KernelVersion?
+    /// A kernel that may break: a virtme-ng guest (`virtme` on /proc/cmdline), or one declared
+    /// so with XFRMLAB_DISPOSABLE_KERNEL=1.
+    public var disposable: Bool
+    public var disposableReason: String
+
+    public init(release: String, version: KernelVersion?, disposable: Bool, disposableReason: String) {
+        self.release = release
+        self.version = version
+        self.disposable = disposable
+        self.disposableReason = disposableReason
+    }
+
+    public static var current: KernelSituation {
+        let release = kernelRelease()
+        let banner = try? String(contentsOfFile: "/proc/version", encoding: .utf8)
+        let cmdline = (try? String(contentsOfFile: "/proc/cmdline", encoding: .utf8)) ?? ""
+        let declared = ProcessInfo.processInfo.environment["XFRMLAB_DISPOSABLE_KERNEL"] == "1"
+        let vm = cmdline.contains("virtme")
+        return KernelSituation(release: release, version: KernelVersion.of(release: release, banner: banner),
+                               disposable: vm || declared,
+                               disposableReason: vm ? "a virtme-ng guest (/proc/cmdline names virtme)"
+                                   : declared ? "XFRMLAB_DISPOSABLE_KERNEL=1" : "the host's kernel (no virtme on /proc/cmdline)")
+    }
+
+    public var facts: Expectations.KernelFacts {
+        Expectations.KernelFacts(label: disposable ? release : "host", isHost: !disposable, release: release, version: version)
+    }
+
+    public var description: String { "\(release) (upstream \(version?.description ?? "unknown"))" }
+}
+
+extension BugReport {
+    /// The verdict this kernel should give, from the report's own history: its fix's first
+    /// release and stable backports, when the bug came in, and per-kernel overrides.
+    public func expectedVerdict(on kernel: KernelSituation) -> (kind: ReportVerdict.Kind, why: String) {
+        if let o = overrides.first(where: { $0.kernel.matches(kernel.facts) }) {
+            return (o.expect, "\(o.kernel): \(o.why)")
+        }
+        if kind == .behaviour {
+            let e = expect ?? .reproduces
+            return (e, "a behaviour, not a bug: the same on every kernel")
+        }
+        guard let fix else { return (.reproduces, "no fix known") }
+        guard let version = kernel.version else {
+            return (.fixed, "kernel version unknown (\(kernel.release)): assumed newer than the fix")
+        }
+        if let introduced, let since = introduced.release, version < since {
+            return (.fixed, "\(version) predates the bug (introduced in \(since) by \(introduced.commit.prefix(12)))")
+        }
+        if let first = fix.release, version >= first {
+            return (.fixed, "\(version) ≥ \(first), the first release with \(fix.commit.prefix(12)) (\"\(fix.subject)\")")
+        }
+        for b in fix.backports where b.parts.prefix(2) == version.parts.prefix(2) && version >= b {
+            return (.fixed, "\(version) ≥ \(b), where \(fix.commit.prefix(12)) was backported to \(b.parts.prefix(2).map(String.init).joined(separator: "."))")
+        }
+        let first = fix.release.map { "\($0)" } ?? "an unknown release"
+        return (.reproduces, "\(version) predates \(first), the first release with \(fix.commit.prefix(12)) (\"\(fix.subject)\")")
+    }
+}
+
+/// What a report may need besides capabilities of the kernel.
+public enum Requirement {
+    /// strongSwan's charon with kernel-libipsec (the plugin and /dev/net/tun).
+    public static let libipsec = "strongswan-libipsec"
+
+    public static var known: Set<String> { Set(Capability.Name.allCases.map(\.rawValue)).union([libipsec]) }
+
+    /// Why the requirement is missing here (the probe's answer), or nil when it is met.
+    public static func missing(_ name: String) -> String? {
+        if let c = Capability.Name(rawValue: name) {
+            let found = Capabilities.capability(c)
+            return found.available ? nil : found.skipReason
+        }
+        if name == libipsec {
+            let probe = Installation.probe(.strongSwan)
+            guard probe.available else { return "strongSwan not available: \(probe.reason)" }
+            if case .failure(let e) = Installation.libipsec { return "kernel-libipsec not available: \(e.message)" }
+            return nil
+        }
+        return "unknown requirement \(name)"
+    }
+}

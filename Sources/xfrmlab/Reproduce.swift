@@ -1,0 +1,104 @@
+import ArgumentParser
+import Foundation
+import Reports
+
+struct Reproduce: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reproduce",
+        abstract: "Reproduce a public bug report (Fixtures/reports/ID) on this kernel, or in a VM with --kernel.",
+        discussion: """
+            Prints the report's symptom and sources, the evidence, the verdict (REPRODUCES, FIXED, NOT APPLICABLE \
+            with the probed reason) and the verdict its fix history expects on this kernel. Exits 0 when they agree, \
+            1 when they do not, 2 when the report cannot run here. With --kernel the report's test runs in a VM \
+            through the kernel matrix (same as `xfrmlab matrix --kernel K --filter <its test>`).
+            """)
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "The report ID (see --list).")
+    var id: String?
+
+    @Flag(help: "List the reports with their fixes.")
+    var list = false
+
+    @Option(name: .customLong("kernel"), help: "Run in a VM on this kernel (6.1, 6.12, a release in /boot or a bzImage path; repeatable).")
+    var kernels: [String] = []
+
+    func validate() throws {
+        if !list && id == nil { throw ValidationError("name a report ID, or --list") }
+    }
+
+    func run() async throws {
+        let root = packageRoot()
+        let reports = try BugReport.loadAll(directory: root + "/Fixtures/reports")
+        if list {
+            for r in reports {
+                let fix = r.fix.map { "\($0.commit.prefix(12)) \($0.release.map { "v\($0)" } ?? "")" } ?? r.kind.rawValue
+                print("\(r.id)\t\(fix)\t\(r.destructive ? "destructive\t" : "")\(r.title)")
+            }
+            return
+        }
+        guard let id, let report = reports.first(where: { $0.id == id }) else {
+            throw ValidationError("unknown report \(id ?? ""); known: \(reports.map(\.id).joined(separator: ", "))")
+        }
+        if !kernels.isEmpty {
+            // The report's own test, in the matrix machinery (VM per kernel, expectations, report).
+            var arguments = kernels.flatMap { ["--kernel", $0] }
+            arguments += ["--filter", "BugReportTests/\(ReportScaffold.testName(report.id))\\("]
+            if global.verbose { arguments.append("--verbose") }
+            // The matrix command sets the logging up itself (once per process).
+            var matrix = try MatrixCommand.parse(arguments)
+            try matrix.run()
+            return
+        }
+        global.bootstrap()
+        try requireRoot()
+        let outcome = try await ReportRunner.run(report, repositoryRoot: root)
+        if global.json {
+            let object: [String: Any] = [
+                "id": report.id, "kernel": outcome.kernel.release, "version": outcome.kernel.version?.description ?? "",
+                "verdict": outcome.verdict.kind.rawValue, "evidence": outcome.verdict.reason,
+                "expected": outcome.expected.rawValue, "expectedWhy": outcome.expectedWhy, "matches": outcome.matches,
+            ]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+        } else {
+            print(outcome)
+        }
+        if outcome.verdict.kind == .notApplicable { throw ExitCode(2) }
+        if !outcome.matches { throw ExitCode(1) }
+    }
+}
+
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report",
+        abstract: "Work with bug reports.",
+        subcommands: [New.self])
+
+    struct New: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Lay out a new report: Fixtures/reports/ID/{report.yaml,topology.yaml} and Sources/Reports/Catalog/<Id>.swift.")
+
+        @Argument(help: "The report ID: lower-case words and digits joined by dashes (xfrmi-changelink-eexist).")
+        var id: String
+
+        func run() throws {
+            let created = try ReportScaffold.create(id: id, repositoryRoot: packageRoot())
+            for f in created.files { print("created \(f)") }
+            print("next:")
+            for (i, s) in created.nextSteps.enumerated() { print("  \(i + 1). \(s)") }
+        }
+    }
+}
+
+/// The repository: the working directory if it has Package.swift, else above this binary.
+func packageRoot() -> String {
+    let cwd = FileManager.default.currentDirectoryPath
+    if FileManager.default.fileExists(atPath: cwd + "/Package.swift") { return cwd }
+    var url = URL(fileURLWithPath: selfPath())
+    for _ in 0..<5 {
+        url.deleteLastPathComponent()
+        if FileManager.default.fileExists(atPath: url.path + "/Package.swift") { return url.path }
+    }
+    return cwd
+}

@@ -1,0 +1,191 @@
+import Foundation
+import Matrix
+import Reports
+import Testing
+
+extension Trait where Self == ConditionTrait {
+    /// A destructive report (can oops, hang RTNL or leak a namespace on an affected kernel)
+    /// runs only on a kernel that may break: a VM.
+    static var disposableKernel: Self {
+        let k = KernelSituation.current
+        return .enabled(if: k.disposable, Comment(rawValue: "destructive: runs only in a VM (\(k.disposableReason))"))
+    }
+}
+
+extension Trait where Self == ConditionTrait {
+    /// strongSwan's charon with kernel-libipsec, as the report's `needs` probes it.
+    static var needsLibIPsecReport: Self {
+        let missing = Requirement.missing(Requirement.libipsec)
+        return .enabled(if: missing == nil, Comment(rawValue: missing ?? ""))
+    }
+}
+
+let reportsDirectory = repositoryRoot + "/Fixtures/reports"
+
+/// Runs one report here and holds its verdict against the one its fix history expects.
+func check(_ id: String) async throws {
+    let report = try BugReport.load(directory: reportsDirectory + "/" + id)
+    let outcome = try await ReportRunner.run(report, repositoryRoot: repositoryRoot)
+    print(outcome)
+    #expect(outcome.verdict.kind != .notApplicable, "the test's traits let it run, but: \(outcome.verdict.reason)")
+    #expect(outcome.matches, "\(id): \(outcome.verdict.kind.title), expected \(outcome.expected.title) (\(outcome.expectedWhy)); evidence: \(outcome.verdict.reason)")
+}
+
+/// Every public bug report in Fixtures/reports, reproduced on this kernel: REPRODUCES or FIXED
+/// as its fix history says for this kernel's version; skipped with the probed reason where the
+/// kernel lacks what it needs, and on the host when it is destructive.
+@Suite("Public bug reports reproduced on this kernel", .tags(.privileged), .needsNamespaces, .serialized)
+struct BugReportTests {
+    @Test("xfrmi-netns-teardown: namespaces holding xfrm interfaces are released in every deletion order (22d6552f827e, 5.3)",
+          .requires(.xfrmInterface), .disposableKernel)
+    func xfrmiNetnsTeardown() async throws { try await check("xfrmi-netns-teardown") }
+
+    @Test("xfrmi-phydev-optional: an xfrm interface needs no lower device (22d6552f827e, 5.3)", .requires(.xfrmInterface))
+    func xfrmiPhydevOptional() async throws { try await check("xfrmi-phydev-optional") }
+
+    @Test("xfrmi-changelink-eexist: a refused if_id change leaves the if_id alone (e9e7e85d75f3, 5.3)", .requires(.xfrmInterface))
+    func xfrmiChangelinkEexist() async throws { try await check("xfrmi-changelink-eexist") }
+
+    @Test("xfrmi-cross-netns-delete: an xfrm interface moved and deleted leaves no stale entry (c5d1030f2300, 5.3)",
+          .requires(.xfrmInterface), .disposableKernel)
+    func xfrmiCrossNetnsDelete() async throws { try await check("xfrmi-cross-netns-delete") }
+
+    @Test("xfrmi-if-id-zero: an xfrm interface with if_id 0 is refused (8dce43919566, 5.17)", .requires(.xfrmInterface))
+    func xfrmiIfIdZero() async throws { try await check("xfrmi-if-id-zero") }
+
+    @Test("xfrmi-external-mode: collect-metadata xfrm interfaces (abc340b38ba2)", .requires(.xfrmInterface))
+    func xfrmiExternalMode() async throws { try await check("xfrmi-external-mode") }
+
+    @Test("vti-duplicate-endpoints: a second VTI with the same endpoints is EEXIST (behaviour)", .requires(.vti))
+    func vtiDuplicateEndpoints() async throws { try await check("vti-duplicate-endpoints") }
+
+    @Test("policy-mark-mask-identity: policies are identified by mark and mask, not priority (4f47e8ab6ab7, 5.8)",
+          .requires(.policyMark))
+    func policyMarkMaskIdentity() async throws { try await check("policy-mark-mask-identity") }
+
+    @Test("policy-if-id-zero: XFRMA_IF_ID 0 on a policy is accepted (behaviour: the refusal was reverted)",
+          .requires(.policyInterfaceID))
+    func policyIfIdZero() async throws { try await check("policy-if-id-zero") }
+
+    @Test("sa-prefixlen-unspec: an AF_UNSPEC selector's prefix length is checked (CVE-2024-50142, 3f0ab59e6537, 6.12 / 6.1.115)",
+          .requires(.xfrmPolicy))
+    func saPrefixlenUnspec() async throws { try await check("sa-prefixlen-unspec") }
+
+    @Test("migrate-direction: XFRM_MSG_MIGRATE refuses a direction out of range (CVE-2017-11600, 7bab09631c2a, 4.13)",
+          .requires(.xfrmPolicy), .disposableKernel)
+    func migrateDirection() async throws { try await check("migrate-direction") }
+
+    @Test("vti-mark-preserved: VTI keeps the packet's mark on transmit and restores it after receive (7e13318daa4a, 4c38255892c0, 4.2)",
+          .requires(.esp), .requires(.vti), .requires(.nflog))
+    func vtiMarkPreserved() async throws { try await check("vti-mark-preserved") }
+
+    @Test("output-mark-inbound: an inbound SA's output mark lands on the decrypted packet, masked (9b42c1f179a6, 4.19)",
+          .requires(.esp), .requires(.xfrmInterface), .requires(.outputMarkMask), .requires(.nftables), .requires(.nflog))
+    func outputMarkInbound() async throws { try await check("output-mark-inbound") }
+
+    @Test("xfrmi-host-to-host-loop: a /32-to-/32 tunnel over an xfrm interface loops without an output mark and a fwmark rule (behaviour)",
+          .requires(.esp), .requires(.xfrmInterface))
+    func xfrmiHostToHostLoop() async throws { try await check("xfrmi-host-to-host-loop") }
+
+    @Test("connmark-inbound-sa: a restored connection mark picks the reply's SA, as strongSwan's connmark plugin does (behaviour)",
+          .requires(.esp), .requires(.policyMark), .requires(.nftables), .requires(.conntrackMark), .requires(.nflog))
+    func connmarkInboundSa() async throws { try await check("connmark-inbound-sa") }
+
+    @Test("libipsec-host-to-host: kernel-libipsec host to host loops into the TUN device without the fwmark options (behaviour)",
+          .tags(.daemons), .needsLibIPsecReport)
+    func libipsecHostToHost() async throws { try await check("libipsec-host-to-host") }
+}
+
+/// The reports themselves: files that load, one reproduction per folder, verdicts computed.
+@Suite("Bug report files and verdicts")
+struct BugReportFileTests {
+    @Test("every folder in Fixtures/reports loads and has a registered reproduction, and every reproduction a folder")
+    func catalogMatchesFolders() throws {
+        let reports = try BugReport.loadAll(directory: reportsDirectory)
+        let folders = try FileManager.default.contentsOfDirectory(atPath: reportsDirectory).filter {
+            var dir: ObjCBool = false
+            return FileManager.default.fileExists(atPath: reportsDirectory + "/" + $0, isDirectory: &dir) && dir.boolValue
+        }
+        #expect(Set(reports.map(\.id)) == Set(folders), "folders without report.yaml: \(Set(folders).subtracting(reports.map(\.id)))")
+        #expect(Set(reports.map(\.id)) == Set(ReproductionCatalog.all.map(\.id)))
+        #expect(reports.count >= 15, "\(reports.count) reports")
+        for r in reports {
+            #expect(!r.sources.isEmpty && r.sources.allSatisfy { $0.hasPrefix("https://") }, "\(r.id): \(r.sources)")
+            #expect(r.kind == .behaviour || r.fix?.release != nil, "\(r.id) names no first fixed release")
+        }
+    }
+
+    @Test("the expected verdict follows the fix's release and its stable backports")
+    func expectedFromHistory() throws {
+        let report = try BugReport.load(directory: reportsDirectory + "/sa-prefixlen-unspec")
+        func on(_ v: String, disposable: Bool = true) -> ReportVerdict.Kind {
+            report.expectedVerdict(on: KernelSituation(release: v, version: KernelVersion(parsing: v), disposable: disposable, disposableReason: "")).kind
+        }
+        #expect(on("6.12.117") == .fixed)
+        #expect(on("6.1.192") == .fixed)   // Debian 6.1.0-56
+        #expect(on("6.1.114") == .reproduces)
+        #expect(on("6.1.115") == .fixed)
+        #expect(on("6.11.5") == .reproduces)
+        #expect(on("6.2.16") == .reproduces)  // a series without a backport
+        #expect(on("6.18.44", disposable: false) == .fixed)
+    }
+
+    @Test("a report file with a mistake is refused with file, line, column and field")
+    func badFileNamesLineAndField() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("xlreport-\(getpid())/bad-report").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: dir).deletingLastPathComponent().path) }
+        let text = """
+            id: bad-report
+            title: t
+            kind: bug
+            symptom: s
+            sources: [https://example.org/x]
+            fix:
+              commit: 22d6552f827e
+              subject: s
+              release: "5.x"
+            topology: north-east-west
+            observable: o
+
+            """
+        let error = #expect(throws: ReportError.self) { try BugReport.parse(text, path: dir + "/report.yaml", directory: dir) }
+        #expect(error?.description == dir + "/report.yaml:9:12: fix.release: \"5.x\" is not a kernel version (like 5.3 or 6.1.115)")
+        let unknownNeed = text.replacingOccurrences(of: "observable: o", with: "observable: o\nneeds: [xfrmi, warp-drive]")
+        let e2 = #expect(throws: ReportError.self) { try BugReport.parse(unknownNeed.replacingOccurrences(of: "5.x", with: "5.3"), path: "r.yaml", directory: dir) }
+        #expect(e2?.field == "needs[1]" && e2?.line == 12, "\(String(describing: e2))")
+    }
+
+    @Test("`xfrmlab report new` lays out a folder whose report.yaml loads, and refuses a bad or existing ID")
+    func scaffold() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("xlscaffold-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: root + "/Sources/Reports/Catalog", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let created = try ReportScaffold.create(id: "demo-report", repositoryRoot: root)
+        #expect(created.files.count == 3 && created.files.last?.hasSuffix("Catalog/DemoReport.swift") == true)
+        let report = try BugReport.load(directory: root + "/Fixtures/reports/demo-report")
+        #expect(report.id == "demo-report" && report.kind == .bug && report.needs == ["xfrm-policy"])
+        #expect(created.nextSteps.contains { $0.contains("ReproductionCatalog.all") })
+        #expect(throws: ReportError.self) { try ReportScaffold.create(id: "demo-report", repositoryRoot: root) }
+        for bad in ["Demo", "demo_report", "-demo", "demo--x", "9demo"] {
+            #expect(throws: ReportError.self, "\(bad)") { try ReportScaffold.create(id: bad, repositoryRoot: root) }
+        }
+    }
+
+    /// The verdict is computed from what the kernel did, not written in: the same reproduction,
+    /// held against a copy of its report that claims the bug is still present everywhere (a fix
+    /// in a release that does not exist), must come out as a mismatch, with the evidence.
+    @Test("a deliberately wrong expectation (bug claimed present where it is fixed) fails, with the evidence",
+          .tags(.privileged), .needsNamespaces, .requires(.policyMark))
+    func wrongExpectationFails() async throws {
+        var report = try BugReport.load(directory: reportsDirectory + "/policy-mark-mask-identity")
+        report.fix?.release = KernelVersion([99, 0])
+        report.fix?.backports = []
+        let outcome = try await ReportRunner.run(report, repositoryRoot: repositoryRoot)
+        print(outcome)
+        #expect(outcome.expected == .reproduces)
+        #expect(outcome.verdict.kind == .fixed, "\(outcome.verdict)")
+        #expect(!outcome.matches)
+        #expect(outcome.description.contains("NOT AS EXPECTED") && outcome.verdict.reason.contains("EEXIST"), "\(outcome)")
+    }
+}
