@@ -42,11 +42,13 @@ test-host: build-tests
 	Scripts/two-suites.sh
 
 # The same suite on Debian's kernel in a VM (virtme-ng over qemu; TCG where nested KVM fails), with
-# the host beside it, judged by Fixtures/matrix/expectations.yaml; the report lands in .build/matrix/latest/.
+# the host beside it, judged by Fixtures/matrix/expectations.yaml; the report lands in .build/matrix/latest/
+# (report.txt, .json, junit.xml, and report.html, which headless Chromium then renders and checks).
 test-vm: build-tests
 	@Scripts/install-vm-deps.sh $(TEST_KERNELS)
 	$(BIN)/xfrmlab matrix --kernel host $(foreach k,$(TEST_KERNELS),--kernel $(k)) $(MATRIX_FLAGS) \
-		$(if $(filter 6.12,$(TEST_KERNELS)),--only '6.12=$(SECOND_KERNEL_TESTS)')
+		$(if $(filter 6.12,$(TEST_KERNELS)),--only '6.12=$(SECOND_KERNEL_TESTS)'); \
+		status=$$?; Scripts/check-report.sh .build/matrix/latest || status=1; exit $$status
 
 # Every test run is also judged on the host: its namespace (links, addresses, routes, rules,
 # xfrm states and policies, watched sysctls, nft and legacy iptables) is saved before the whole
