@@ -72,6 +72,9 @@ public enum SharedMark {
         public var clobbered: [String]
         /// Every hop of the exchange as `host hook proto: mark (firewall bits, IPsec bits)`.
         public var table: [String]
+        /// Packets counted by west's outbound SA and east's inbound one.
+        public var westOutPackets: UInt64
+        public var eastInPackets: UInt64
         public var verdict: String {
             clobbered.isEmpty ? "neither clobbers the other at \(table.count) hook(s)" : "clobbered at \(clobbered.count) hook(s): " + clobbered.joined(separator: "; ")
         }
@@ -134,7 +137,9 @@ public enum SharedMark {
             }
         }
         return Outcome(testCase: c, tunnel: tunnel, trip: trip, trace: trace, evaluation: expected.evaluate(trace),
-                       clobbered: clobbered, table: table)
+                       clobbered: clobbered, table: table,
+                       westOutPackets: try MarkTunnel.state(lab, "west", spi: a)?.counters.packets ?? 0,
+                       eastInPackets: try MarkTunnel.state(lab, "east", spi: a)?.counters.packets ?? 0)
     }
 
     public static func checks(_ o: Outcome) -> [Check] {

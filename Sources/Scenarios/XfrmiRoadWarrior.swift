@@ -126,7 +126,9 @@ public enum XfrmiRoadWarrior {
 
         let westBefore = try XfrmStatistics.read(ns)
         let before = try lab.linkStatistics("west", device)
-        let capture = try PacketCapture(namespace: lab.namespace("east"), interface: "eth1")
+        // West's own wire: what leaves it (east's would also show, as incoming, the cleartext its
+        // policy-mode SA re-injects after decryption).
+        let capture = try PacketCapture(namespace: ns, interface: "eth1")
         let (trip, trace) = try lab.traceNamed(hosts: ["west", "east"]) {
             try Echo.udp(from: ns, to: lab.namespace("east"), destination: c.destination, port: port, source: c.source, timeout: 2)
         }
@@ -140,10 +142,11 @@ public enum XfrmiRoadWarrior {
             try ns.route.request(LinkRequest.set(namespace: ns.name, index: link.index, name: device, up: false))
         }
         let westAfter = try XfrmStatistics.read(ns)
+        let increases = westAfter.increases(since: westBefore).sorted { $0.key < $1.key }.map { "\($0.key) +\($0.value)" }.joined(separator: " ")
 
         let a = tunnel.leftToRightSPI
-        let clear = wire.filter { $0.direction == .incoming && $0.udpPorts?.destination == port }
-        let esp = wire.filter { $0.direction == .incoming && $0.esp?.spi == a }
+        let clear = wire.filter { $0.direction == .outgoing && $0.udpPorts?.destination == port }
+        let esp = wire.filter { $0.direction == .outgoing && $0.esp?.spi == a }
         let espIntoDevice = trace.hops(on: "west").filter { $0.packet.spi != nil && $0.outInterface == device }
         let clearIntoDevice = trace.hops(on: "west").contains { $0.hook == .postrouting && $0.packet.destinationPort == port && $0.outInterface == device }
         let tx = (settled?.txPackets ?? 0) - (before?.txPackets ?? 0)
@@ -161,8 +164,8 @@ public enum XfrmiRoadWarrior {
         }
         let evidence = "cleartext into \(device): \(clearIntoDevice ? "yes" : "no"); \(device) tx +\(tx), tx errors +\(errors), collisions (routing loops) +\(collisions)"
             + (runaway ? ", still transmitting (set down)" : "")
-            + "; on east's eth1: \(esp.count) ESP of spi \(hex(a)), \(clear.count) cleartext; ESP routed into \(device): \(espIntoDevice.count); "
-            + "west XFRM counters \(westAfter.increases(since: westBefore).sorted { $0.key < $1.key }.map { "\($0.key)+\($0.value)" }.joined(separator: " ")); \(trip)"
+            + "; out of west's eth1: \(esp.count) ESP of spi \(hex(a)), \(clear.count) cleartext; ESP routed into \(device): \(espIntoDevice.count); "
+            + "west XFRM counters: \(increases.isEmpty ? "none moved" : increases); \(trip)"
         let expected = PathExpectation("\(c): cleartext into \(device), its ESP out of eth1")
             .then(.on("west", .postrouting).udp(to: c.destination, port: port).out(device))
             .then(.on("west", .postrouting).esp(spi: a).out("eth1"))
