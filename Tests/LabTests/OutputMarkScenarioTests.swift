@@ -70,6 +70,15 @@ struct OutputMarkScenarioTests {
         }
     }
 
+    @Test("xfrmlab run output-mark: every style and family the kernel has passes, and the broken variant is caught",
+          .tags(.vm), .requires(.esp), .requires(.outputMarkMask))
+    func scenarioRun() throws {
+        let report = try OutputMark.definition.run(topologyPath: topologyFile("output-mark"))
+        print(report, terminator: "")
+        #expect(report.passed, "\(report)")
+        #expect(report.checks.count >= 3 * 4 + 2, "\(report)")
+    }
+
     /// The half that needs no ESP: the rule and table 50 as `RTM_GETROUTE` sees them for the
     /// marks an SA would set, with the system's low bits present or not.
     @Test("the rule takes 0x100 under mask 0xff00 whatever the low bits: route get with marks 0x1, 0x100, 0x101, 0x201",

@@ -65,6 +65,14 @@ struct SharedMarkScenarioTests {
         }
     }
 
+    @Test("xfrmlab run shared-mark: every case the kernel has passes, and both broken variants are caught",
+          .tags(.vm), .requires(.esp), .requires(.outputMarkMask), .requires(.nftables))
+    func scenarioRun() throws {
+        let report = try SharedMark.definition.run(topologyPath: topologyFile("shared-mark"))
+        print(report, terminator: "")
+        #expect(report.passed, "\(report)")
+    }
+
     /// The half that needs no ESP: the firewall's rule keeps IPsec's bits on cleartext at
     /// every hook (and the clobbering rule does not), traced on a plain exchange.
     @Test("without IPsec: the firewall adds its bit 0x1 and keeps 0x100 at every hook of west; `meta mark set 0x1` loses it",
