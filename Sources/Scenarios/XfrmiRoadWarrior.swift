@@ -14,7 +14,8 @@ import Xfrm
 /// - `two-rules`: `ip rule add fwmark 0x42 lookup main prio 99` and `ip rule add to DEST lookup 50 prio 100`;
 /// - `to-not-fwmark`: the proof of concept, `ip rule add to DEST not fwmark 1 lookup 50`.
 ///
-/// Each is run with the SAs' output mark set to the design's mark (0x42, or 0x1) and without it.
+/// Each is run with the SAs' output mark set to the design's mark (0x42, or 0x1) and without it,
+/// and with cleartext that itself carries the exempt mark.
 /// The verdict comes from what was seen: cleartext UDP on east's wire (leaks clear text), xfrm0
 /// counting a routing loop (`collisions`, "Local routing loop detected") or ESP routed into
 /// xfrm0 in the trace (loops), or the exchange answered with ESP of west's SA on the wire and
@@ -55,15 +56,20 @@ public enum XfrmiRoadWarrior {
         public var outputMark: Bool = true
         /// xfrm0 is tied to eth1 (`dev eth1`).
         public var tied: Bool = false
-        public init(design: Design, shape: Shape, family: ScenarioFamily, outputMark: Bool = true, tied: Bool = false) {
+        /// The cleartext's own socket mark (e.g. the design's exempt mark, set by something else).
+        public var socketMark: UInt32?
+        public init(design: Design, shape: Shape, family: ScenarioFamily, outputMark: Bool = true, tied: Bool = false,
+                    socketMark: UInt32? = nil) {
             self.design = design
             self.shape = shape
             self.family = family
             self.outputMark = outputMark
             self.tied = tied
+            self.socketMark = socketMark
         }
         public var description: String {
             "\(design) \(shape) \(family)" + (outputMark ? " output-mark \(hex(design.mark))" : " no output mark") + (tied ? " xfrm0 dev eth1" : "")
+                + (socketMark.map { ", cleartext marked \(hex($0))" } ?? "")
         }
         var source: [UInt8] { shape == .hostToHost ? family.westOuter : family.westInner }
         var destination: [UInt8] { shape == .hostToHost ? family.eastOuter : family.eastInner }
@@ -130,7 +136,8 @@ public enum XfrmiRoadWarrior {
         // policy-mode SA re-injects after decryption).
         let capture = try PacketCapture(namespace: ns, interface: "eth1")
         let (trip, trace) = try lab.traceNamed(hosts: ["west", "east"]) {
-            try Echo.udp(from: ns, to: lab.namespace("east"), destination: c.destination, port: port, source: c.source, timeout: 2)
+            try Echo.udp(from: ns, to: lab.namespace("east"), destination: c.destination, port: port, source: c.source,
+                         mark: c.socketMark, timeout: 2)
         }
         let wire = try capture.collect(for: 0.1)
         // A loop the kernel did not stop would keep xfrm0 transmitting: stop it, and say so.
@@ -200,6 +207,12 @@ public enum XfrmiRoadWarrior {
         Design.allCases.flatMap { d in [false, true].map { Case(design: d, shape: .hostToHost, family: .ipv4, outputMark: false, tied: $0) } }
     }
 
+    /// Cleartext that carries the design's exempt mark (set by another application or firewall
+    /// rule; mark 1 is a common choice elsewhere): the rules send it past table 50.
+    public static func exemptMarkCases() -> [Case] {
+        Design.allCases.map { Case(design: $0, shape: .hostToHost, family: .ipv4, socketMark: $0.mark) }
+    }
+
     public static let definition = ScenarioDefinition(
         name: name,
         summary: "which rule design routes a road warrior's cleartext into its xfrm interface and keeps ESP out of it without a loop",
@@ -209,12 +222,12 @@ public enum XfrmiRoadWarrior {
             var out: [Check] = []
             var port: UInt16 = 7700
             var table: [String] = []
-            for c in cases() + unmarkedCases() {
+            for c in cases() + unmarkedCases() + exemptMarkCases() {
                 port += 1
                 let o = try onFreshLab(lab) { try observe($0, c, port: port) }
                 table.append("\(c): \(o.verdict)")
                 // With its output mark every design must work; without it, the verdict is the kernel's answer.
-                if c.outputMark {
+                if c.outputMark && c.socketMark == nil {
                     out.append(Check("\(c): \(o.verdict)", passed: o.verdict == .works && o.evaluation.passed,
                                      detail: o.verdict == .works ? o.evidence : o.evidence + "\n" + o.evaluation.report))
                 } else {

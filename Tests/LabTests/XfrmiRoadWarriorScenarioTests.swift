@@ -57,6 +57,16 @@ struct XfrmiRoadWarriorScenarioTests {
         #expect(o.verdict == .loops, "\(o)")
     }
 
+    @Test("cleartext that carries a design's exempt mark (0x42, or 1) bypasses xfrm0 and leaves in clear, in every design",
+          .requires(.esp), .requires(.xfrmInterface), .requires(.outputMarkMask), arguments: XfrmiRoadWarrior.exemptMarkCases())
+    func exemptMarkLeaks(_ c: XfrmiRoadWarrior.Case) async throws {
+        let o = try await Self.observe(c, port: 7704)
+        #expect(o.verdict == .leaksClearText, "\(o)")
+        #expect(!o.evaluation.passed)
+        #expect(o.evaluation.report.contains("missing: west postrouting: udp to 192.1.2.23 port 7704 out xfrm0"), "\(o.evaluation.report)")
+        #expect(o.evaluation.report.contains("out eth1"), "\(o.evaluation.report)")
+    }
+
     @Test("xfrmlab run xfrmi-road-warrior: with output marks every design works, and the unmarked verdicts agree with their traces",
           .requires(.esp), .requires(.xfrmInterface), .requires(.outputMarkMask))
     func scenarioRun() throws {
