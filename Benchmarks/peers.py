@@ -969,6 +969,9 @@ def main(argv=None):
     ap.add_argument("--star", type=int, metavar="N", help="build the star of N hosts (see docstring)")
     ap.add_argument("--emit-yaml", action="store_true",
                     help="print the topology (with --star: the generated star file) as YAML and exit")
+    ap.add_argument("--verdict-ping", metavar="HOST:ADDR",
+                    help="time from the start of up until HOST's first ping of ADDR is answered "
+                         "(`ip netns exec NS ping -c1 -i0.2 -w3`, retried for up to 10 s), as verdict_ms")
     ap.add_argument("topology", nargs="?")
     args = ap.parse_args(argv)
 
@@ -1015,7 +1018,7 @@ def main(argv=None):
     result = {"tool": args.tool, "version": None, "topology": topo.name,
               "hosts": len(topo.hosts), "namespaces": len(plan.namespaces),
               "operations": len(plan.ops), "repeat": args.repeat, "settle_s": args.settle,
-              "up_ms": [], "down_ms": [], "notes": ""}
+              "up_ms": [], "down_ms": [], "verdict_ms": [], "notes": ""}
     notes = []
     tmpdir = None
     error = None
@@ -1080,6 +1083,16 @@ def main(argv=None):
                 do_up()
             finally:
                 result["up_ms"].append(round((time.perf_counter() - t0) * 1000, 3))
+            if args.verdict_ping:
+                host, _, addr = args.verdict_ping.partition(":")
+                deadline = time.perf_counter() + 10
+                while True:
+                    ok, cmd = ping(args.prefix + host, addr)
+                    if ok or time.perf_counter() > deadline:
+                        break
+                if not ok:
+                    raise RuntimeError(f"--verdict-ping: {cmd} never answered")
+                result["verdict_ms"].append(round((time.perf_counter() - t0) * 1000, 3))
             if i == 0 and (args.check or args.dump_state):
                 if args.dump_state:
                     dump_state(plan, args.dump_state)

@@ -111,5 +111,14 @@ public final class NFLogListener: @unchecked Sendable {
         return out
     }
 
+    /// Sets the socket's receive buffer (`SO_RCVBUFFORCE`, as root), as tcpdump does for
+    /// nflog: a burst of log messages outruns any reader of the default 208 KiB.
+    public func setReceiveBuffer(bytes: Int32) throws {
+        var size = bytes
+        guard setsockopt(socket.fileDescriptor, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+            throw SystemCallError("setsockopt(SO_RCVBUFFORCE)", context: "nflog group \(group) in \(namespace.name)")
+        }
+    }
+
     public func close() { socket.close() }
 }

@@ -54,7 +54,12 @@ public struct ScenarioDefinition: Sendable {
 
 /// Every scenario `xfrmlab run` knows.
 public enum ScenarioCatalog {
-    public static var all: [ScenarioDefinition] { [Connectivity.definition] }
+    public static var all: [ScenarioDefinition] {
+        [Connectivity.definition,
+         OutputMark.definition,
+         XfrmiRoadWarrior.definition,
+         SharedMark.definition]
+    }
 
     public static func named(_ name: String) -> ScenarioDefinition? { all.first { $0.name == name } }
 }

@@ -26,6 +26,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Only this harness (no peers).")
     var noPeers = false
 
+    @Option(help: "Datagrams per run for the NFLOG trace rate (0: skip the observation workloads).")
+    var tracePackets: Int = 5000
+
     struct Row {
         var workload: String
         var tool: String
@@ -56,6 +59,14 @@ struct Bench: ParsableCommand {
             }
         }
         print(report(rows))
+
+        // Observation: NFLOG trace rate and up → first verdict, on north-east-west.
+        guard tracePackets > 0, let w = workloads.first(where: { $0.name == "north-east-west" }) else { return }
+        progress("north-east-west: NFLOG trace rate ×\(repeats)")
+        let rate = try measureTraceRate(w.topology, count: tracePackets)
+        progress("north-east-west: up → first verdict ×\(repeats)")
+        let verdict = try measureFirstVerdict(w.name, w.topology, path: w.peerArgs[0])
+        print(traceReport(rate: rate, verdict: verdict, count: tracePackets))
     }
 
     func progress(_ s: String) { warn("bench: " + s) }

@@ -23,6 +23,10 @@ public struct LinkInfo: Sendable, Hashable {
         public var txBytes: UInt64
         public var rxDropped: UInt64
         public var txDropped: UInt64
+        /// Transmit errors; an xfrm interface counts a packet it drops here.
+        public var txErrors: UInt64 = 0
+        /// An xfrm interface counts "Local routing loop detected" (ESP routed into itself) here.
+        public var collisions: UInt64 = 0
     }
 
     public var isUp: Bool { flags & UInt32(IFF_UP) != 0 }
@@ -43,7 +47,8 @@ public struct LinkInfo: Sendable, Hashable {
         }
         if let s = attrs[IFLA_STATS64]?.value(rtnl_link_stats64.self) {
             statistics = Statistics(rxPackets: s.rx_packets, txPackets: s.tx_packets, rxBytes: s.rx_bytes,
-                                    txBytes: s.tx_bytes, rxDropped: s.rx_dropped, txDropped: s.tx_dropped)
+                                    txBytes: s.tx_bytes, rxDropped: s.rx_dropped, txDropped: s.tx_dropped,
+                                    txErrors: s.tx_errors, collisions: s.collisions)
         }
     }
 }

@@ -1,0 +1,216 @@
+import Foundation
+import Glibc
+import Lab
+import Namespaces
+import Netlink
+import Probes
+import Xfrm
+
+/// An address prefix (`192.0.1.0/24`, `2001:db8:1:2::23/128`).
+public struct Prefix: Sendable, Hashable, CustomStringConvertible {
+    public var bytes: [UInt8]
+    public var length: Int
+    public init(_ bytes: [UInt8], _ length: Int) {
+        self.bytes = bytes
+        self.length = length
+    }
+    /// `ADDR/LEN` or a bare address (a host prefix).
+    public init(_ text: String) {
+        let parts = text.split(separator: "/")
+        bytes = parseAddress(String(parts[0]))!
+        length = parts.count > 1 ? Int(parts[1])! : bytes.count * 8
+    }
+    /// `0.0.0.0/0` or `::/0`.
+    public static func all(_ family: ScenarioFamily) -> Prefix { Prefix(Array(repeating: 0, count: family.width), 0) }
+    public var description: String { "\(formatAddress(bytes))/\(length)" }
+}
+
+/// The address family of a scenario case: inner and outer addresses alike.
+public enum ScenarioFamily: String, Sendable, CaseIterable, CustomStringConvertible {
+    case ipv4, ipv6
+    var width: Int { self == .ipv4 ? 4 : 16 }
+    var addressFamily: UInt8 { self == .ipv4 ? UInt8(AF_INET) : UInt8(AF_INET6) }
+    public var description: String { rawValue }
+
+    /// libreswan's west-east addresses (Topologies/west-east-*.yaml).
+    public var westOuter: [UInt8] { parseAddress(self == .ipv4 ? "192.1.2.45" : "2001:db8:1:2::45")! }
+    public var eastOuter: [UInt8] { parseAddress(self == .ipv4 ? "192.1.2.23" : "2001:db8:1:2::23")! }
+    public var nic: [UInt8] { parseAddress(self == .ipv4 ? "192.1.2.254" : "2001:db8:1:2::254")! }
+    public var westInner: [UInt8] { parseAddress(self == .ipv4 ? "192.0.1.254" : "2001:db8:0:1::254")! }
+    public var eastInner: [UInt8] { parseAddress(self == .ipv4 ? "192.0.2.254" : "2001:db8:0:2::254")! }
+    public var westSubnet: Prefix { Prefix(self == .ipv4 ? "192.0.1.0/24" : "2001:db8:0:1::/64") }
+    public var eastSubnet: Prefix { Prefix(self == .ipv4 ? "192.0.2.0/24" : "2001:db8:0:2::/64") }
+}
+
+/// How one end of a scenario's tunnel picks traffic: by policy (with a mark or none), through a
+/// VTI device (its key is the mark) or through an xfrm interface (if_id).
+public enum TunnelStyle: String, Sendable, CaseIterable, CustomStringConvertible {
+    case policy, vti, xfrmi
+    public var description: String { rawValue }
+    /// What the kernel must have for the style over `family`.
+    public func requirements(_ family: ScenarioFamily) -> [Capability.Name] {
+        switch self {
+        case .policy: return [.esp, .outputMarkMask]
+        case .vti: return [.esp, .outputMarkMask, family == .ipv4 ? .vti : .vti6]
+        case .xfrmi: return [.esp, .outputMarkMask, .xfrmInterface]
+        }
+    }
+}
+
+/// Why a scenario cannot run here: the first missing capability and the kernel's answer, or nil.
+func unmet(_ names: [Capability.Name]) -> String? {
+    for n in names {
+        let c = Capabilities.capability(n)
+        if !c.available { return c.skipReason }
+    }
+    return nil
+}
+
+/// One end of a tunnel a scenario installs itself over netlink: the marks the question is
+/// about (policy marks, `XFRMA_SET_MARK` with or without a mask on each SA), a device or none.
+public struct MarkTunnelEnd: Sendable {
+    public var host: String
+    public var outer: [UInt8]
+    public var subnets: [Prefix]
+    public var style: TunnelStyle = .policy
+    /// Mark of the `out` policy and of the outbound SA (for `vti` the key).
+    public var outPolicyMark: XfrmMark?
+    /// Mark of the `in` and `fwd` policies.
+    public var inPolicyMark: XfrmMark?
+    /// `XFRMA_SET_MARK`/`XFRMA_SET_MARK_MASK` of the outbound SA: the ESP packet's mark.
+    public var outputMark: XfrmMark?
+    /// The same on the inbound SA: applied to the decrypted packet.
+    public var inputMark: XfrmMark?
+    /// The device name (`vti`, `xfrmi`).
+    public var device: String = "ipsec0"
+    /// The device an xfrm interface is tied to (`dev eth1`), or none.
+    public var lower: String?
+    /// Where the remote subnets are routed into the device; nil: no routes (the scenario adds its own).
+    public var routeTable: UInt32? = RouteRequest.mainTable
+
+    public init(host: String, outer: [UInt8], subnets: [Prefix], style: TunnelStyle = .policy) {
+        self.host = host
+        self.outer = outer
+        self.subnets = subnets
+        self.style = style
+    }
+}
+
+/// A west–east tunnel installed by a scenario: SPIs per direction (keys are never shown).
+public struct MarkTunnel: Sendable, CustomStringConvertible {
+    public var left: MarkTunnelEnd
+    public var right: MarkTunnelEnd
+    public var leftToRightSPI: UInt32
+    public var rightToLeftSPI: UInt32
+    public static let interfaceID: UInt32 = 7
+    public static let vtiKey: UInt32 = 0x10
+
+    public var description: String {
+        "\(left.host) → \(right.host) spi 0x\(String(leftToRightSPI, radix: 16)), \(right.host) → \(left.host) spi 0x\(String(rightToLeftSPI, radix: 16))"
+    }
+
+    /// Installs both ends: devices and routes (rtnetlink), SAs and policies (XFRM), selectors
+    /// limited to `ipProtocol` when not 0. Equivalent to a handful of `ip xfrm state/policy add`.
+    public static func install(_ lab: Lab, left: MarkTunnelEnd, right: MarkTunnelEnd, ipProtocol: UInt8 = 0) throws -> MarkTunnel {
+        var generator = SystemRandomNumberGenerator()
+        let a = UInt32.random(in: 0x1000...0xffff_fffe, using: &generator)
+        var b = a
+        while b == a { b = UInt32.random(in: 0x1000...0xffff_fffe, using: &generator) }
+        let keys = [XfrmAlgorithm.aesGCM(key: .random(bits: 160))], back = [XfrmAlgorithm.aesGCM(key: .random(bits: 160))]
+        try installEnd(lab, local: left, remote: right, outSPI: a, inSPI: b, outKeys: keys, inKeys: back, ipProtocol: ipProtocol)
+        try installEnd(lab, local: right, remote: left, outSPI: b, inSPI: a, outKeys: back, inKeys: keys, ipProtocol: ipProtocol)
+        return MarkTunnel(left: left, right: right, leftToRightSPI: a, rightToLeftSPI: b)
+    }
+
+    static func installEnd(_ lab: Lab, local: MarkTunnelEnd, remote: MarkTunnelEnd, outSPI: UInt32, inSPI: UInt32,
+                           outKeys: [XfrmAlgorithm], inKeys: [XfrmAlgorithm], ipProtocol: UInt8) throws {
+        let ns = try lab.namespace(local.host)
+        let key = vtiKey
+        switch local.style {
+        case .policy:
+            break
+        case .vti:
+            try ns.route.request(LinkRequest.vti(namespace: ns.name, name: local.device, local: local.outer, remote: remote.outer,
+                                                 inputKey: key, outputKey: key))
+        case .xfrmi:
+            let lower = try local.lower.map { try lab.index(of: $0, on: local.host) }
+            try ns.route.request(LinkRequest.xfrmInterface(namespace: ns.name, name: local.device, interfaceID: interfaceID,
+                                                           link: lower, linkName: local.lower))
+        }
+        if local.style != .policy, let table = local.routeTable {
+            guard let device = try ns.route.link(named: local.device, namespace: ns.name) else {
+                throw LabError("\(local.host): \(local.device) is missing after it was made")
+            }
+            try ns.route.batch(remote.subnets.map {
+                RouteRequest.add(namespace: ns.name, destination: $0.bytes, prefixLength: $0.length, outputInterface: device.index,
+                                 interfaceName: local.device, table: table)
+            })
+        }
+        let vtiMark = local.style == .vti ? XfrmMark(key) : nil
+        let outMark = vtiMark ?? local.outPolicyMark, inMark = vtiMark ?? local.inPolicyMark
+        let ifID = local.style == .xfrmi ? interfaceID : nil
+        var requests: [Request] = [
+            XfrmStateRequest.add(namespace: ns.name, XfrmState(
+                source: local.outer, destination: remote.outer, spi: outSPI, reqid: 1, algorithms: outKeys, mark: outMark,
+                outputMark: local.outputMark, interfaceID: ifID, replayWindow: 32, flags: XfrmState.afUnspec)),
+            XfrmStateRequest.add(namespace: ns.name, XfrmState(
+                source: remote.outer, destination: local.outer, spi: inSPI, reqid: 1, algorithms: inKeys, mark: vtiMark,
+                outputMark: local.inputMark, interfaceID: ifID, replayWindow: 32, flags: XfrmState.afUnspec)),
+        ]
+        let outTemplate = XfrmTemplate(source: local.outer, destination: remote.outer, reqid: 1)
+        let inTemplate = XfrmTemplate(source: remote.outer, destination: local.outer, reqid: 1)
+        for l in local.subnets {
+            for r in remote.subnets where r.bytes.count == l.bytes.count {
+                let out = XfrmSelector(source: l.bytes, sourcePrefixLength: l.length, destination: r.bytes,
+                                       destinationPrefixLength: r.length, ipProtocol: ipProtocol)
+                let inbound = XfrmSelector(source: r.bytes, sourcePrefixLength: r.length, destination: l.bytes,
+                                           destinationPrefixLength: l.length, ipProtocol: ipProtocol)
+                requests.append(XfrmPolicyRequest.add(namespace: ns.name, XfrmPolicy(selector: out, direction: .out, mark: outMark,
+                                                                                    interfaceID: ifID, templates: [outTemplate])))
+                for d in [XfrmDirection.in, .fwd] {
+                    requests.append(XfrmPolicyRequest.add(namespace: ns.name, XfrmPolicy(selector: inbound, direction: d, mark: inMark,
+                                                                                        interfaceID: ifID, templates: [inTemplate])))
+                }
+            }
+        }
+        let xfrm = try ns.xfrmSocket()
+        defer { xfrm.close() }
+        try xfrm.batch(requests)
+    }
+
+    /// The SA on `host` with `spi`, read back (counters, marks).
+    public static func state(_ lab: Lab, _ host: String, spi: UInt32) throws -> XfrmState? {
+        let xfrm = try lab.namespace(host).xfrmSocket()
+        defer { xfrm.close() }
+        return try xfrm.xfrmStates().first { $0.spi == spi }
+    }
+}
+
+extension Lab {
+    /// A tracer whose hops name every device the kernel has, including tunnel devices made
+    /// after bring-up (the plan only knows the topology's own).
+    func namedTracer(hosts: [String], hooks: [Hook] = Hook.allCases) throws -> Tracer {
+        let points = try hosts.map { host -> Tracer.Point in
+            let ns = try namespace(host)
+            let names = Dictionary(try ns.route.links(namespace: ns.name).map { ($0.index, $0.name) }, uniquingKeysWith: { a, _ in a })
+            return Tracer.Point(host: host, namespace: ns, interfaceNames: names)
+        }
+        return try Tracer(points: points, hooks: hooks)
+    }
+
+    /// Traces `action` at every hook of `hosts`, naming tunnel devices too.
+    public func traceNamed<T>(hosts: [String], _ action: () throws -> T) throws -> (result: T, trace: Trace) {
+        let t = try namedTracer(hosts: hosts)
+        defer { t.stop() }
+        return try t.capture(action)
+    }
+
+    /// A link's counters, read back now.
+    func linkStatistics(_ host: String, _ device: String) throws -> LinkInfo.Statistics? {
+        let ns = try namespace(host)
+        return try ns.route.link(named: device, namespace: ns.name)?.statistics
+    }
+}
+
+/// `0x1f`.
+func hex(_ v: UInt32) -> String { "0x" + String(v, radix: 16) }
