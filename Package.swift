@@ -28,7 +28,7 @@ let package = Package(
             "Netlink", "Namespaces", "Topology", "Probes", "Xfrm",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "Scenarios", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes"]),
+        .target(name: "Scenarios", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Xfrm"]),
         // The same suite on other kernels, in VMs (virtme-ng); verdicts against per-kernel expectations.
         .target(name: "Matrix", dependencies: ["Namespaces", "Yams"]),
         // strongSwan (charon + swanctl/vici) and libreswan (pluto) in lab namespaces, each with its own files.

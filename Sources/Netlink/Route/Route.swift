@@ -116,7 +116,9 @@ public enum RouteRequest {
         var h = rtmsg()
         h.rtm_family = addressFamily(of: destination)
         h.rtm_dst_len = UInt8(destination.count * 8)
-        h.rtm_flags = UInt32(RTM_F_LOOKUP_TABLE)
+        // IPv4 names the table only when asked; IPv6 always does, and its strict checking
+        // refuses the flag ("Invalid flags for get route request").
+        if destination.count == 4 { h.rtm_flags = UInt32(RTM_F_LOOKUP_TABLE) }
         var attrs: [Attribute] = [Attribute(nl16(RTA_DST.rawValue), bytes: destination)]
         var s = ipPrefix(namespace) + "route get \(formatAddress(destination))"
         if let source {
