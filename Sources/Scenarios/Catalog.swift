@@ -54,7 +54,7 @@ public struct ScenarioDefinition: Sendable {
 
 /// Every scenario `xfrmlab run` knows.
 public enum ScenarioCatalog {
-    public static var all: [ScenarioDefinition] { [Connectivity.definition, DaemonFwmark.definition, OverlappingSubnets.definition] }
+    public static var all: [ScenarioDefinition] { [Connectivity.definition, MarkInheritance.vti, MarkInheritance.xfrmi, DaemonFwmark.definition, OverlappingSubnets.definition] }
 
     public static func named(_ name: String) -> ScenarioDefinition? { all.first { $0.name == name } }
 }
