@@ -153,7 +153,7 @@ public enum OverlappingSubnets {
 
     /// Sends a NAT keepalive (one 0xff byte, RFC 3948) from the client's encapsulation socket to
     /// the server's port 4500, then reads the mapping the NAT made for it from its conntrack table.
-    static func natMapping(_ lab: Lab, nat: String, socket: Int32) throws -> (address: [UInt8], port: UInt16) {
+    public static func natMapping(_ lab: Lab, nat: String, socket: Int32) throws -> (address: [UInt8], port: UInt16) {
         var sin = sockaddr_in()
         sin.sin_family = sa_family_t(AF_INET)
         sin.sin_port = UInt16(4500).bigEndian
