@@ -94,6 +94,24 @@ public enum OverlappingSubnets {
             sockets = []
         }
 
+        /// Closes the sockets and removes what `install` made: the SAs and policies of the server
+        /// and both clients, and the server's xfrm interfaces (their routes go with them), so
+        /// the other selection can be installed in the same lab.
+        /// Equivalent to `ip xfrm state flush; ip xfrm policy flush` and `ip link del xfrm-clientN`.
+        public func remove(from lab: Lab) throws {
+            close()
+            for host in ["server", "client1", "client2"] {
+                let ns = try lab.namespace(host)
+                let xfrm = try ns.xfrmSocket()
+                defer { xfrm.close() }
+                try xfrm.batch([XfrmStateRequest.flush(namespace: ns.name), XfrmPolicyRequest.flush(namespace: ns.name)])
+            }
+            let server = try lab.namespace("server")
+            for device in peers.compactMap(\.device) {
+                try server.route.request(LinkRequest.delete(namespace: server.name, name: device))
+            }
+        }
+
         deinit { close() }
     }
 
@@ -309,7 +327,7 @@ public enum OverlappingSubnets {
             return [Check("\(selection): not run", passed: false, detail: reason)]
         }
         let installed = try install(lab, selection: selection)
-        defer { installed.close() }
+        defer { try? installed.remove(from: lab) }
         var out: [Check] = [Check("\(selection): NAT mappings learned from keepalives", passed: installed.peers.count == 2,
                                   detail: installed.peers.map(\.description).joined(separator: "; "))]
         var port: UInt16 = selection == .marks ? 7500 : 7600

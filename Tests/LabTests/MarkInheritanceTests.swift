@@ -38,7 +38,10 @@ struct MarkInheritanceTests {
         // Debian 6.1.0-56, 2026-11-24: the reply's ESP carries 0x2 but leaves through up1 — its
         // outer route was looked up without the packet's mark, and the restore in OUTPUT changes
         // nothing (the mark is already 0x2), so nothing routes it again.
-        "6.1.0-56-": [.all: [Answers(true, true, true), Answers(true, true, false)]],
+        // Restored on ESP only, the mark changes in OUTPUT (0 → 0x2) and the ESP is routed
+        // again, out through up2; the reply inside the tunnel stays unmarked.
+        "6.1.0-56-": [.all: [Answers(true, true, true), Answers(true, true, false)],
+                      .espOnly: [Answers(true, false, true), Answers(true, false, true)]],
     ]
 
     /// Through each upstream in turn: the recipe does what it does on any kernel, every answer is
