@@ -49,6 +49,24 @@ struct DaemonFwmarkTests {
         }
     }
 
+    @Test("why rp_filter 2: with strict filtering (1) east refuses the daemon's marked exchange on eth1 (even its ARP), since table 220 routes west through tun0")
+    func strictReversePath() async throws {
+        try await Self.topology().withLab { lab in
+            // The kernel uses the larger of all and the device's value: both go to 1.
+            try lab.namespace("east").setSysctls([("net.ipv4.conf.all.rp_filter", "1"), ("net.ipv4.conf.eth1.rp_filter", "1")])
+            let o = try DaemonFwmark.observe(lab, family: .ipv4)
+            #expect(!o.daemonTrip.delivered, "\(o.daemonTrip)")
+            let verdict = try DaemonFwmark.bypassExpectation(lab, family: .ipv4).evaluate(o.daemonTrace)
+            #expect(!verdict.passed)
+            #expect(verdict.report.contains("missing: east input: udp to 192.1.2.23 port 500 in eth1"), "\(verdict.report)")
+            // Strict filtering refuses west's ARP requests on eth1 too (their sender's way back is
+            // tun0), so nothing of the exchange reaches east's IP layer.
+            #expect(!o.daemonTrace.hops.contains { $0.host == "east" && $0.packet.destinationPort == 500 }, "\(o.daemonTrace)")
+            #expect(o.daemonTrace.hops.contains { $0.host == "west" && $0.hook == .postrouting && $0.outInterface == "eth1" && $0.mark == 0x42 },
+                    "\(o.daemonTrace)")
+        }
+    }
+
     @Test("xfrmlab run daemon-fwmark: every check passes")
     func scenario() throws {
         let report = try DaemonFwmark.definition.run(topologyPath: topologyFile("daemon-fwmark"))

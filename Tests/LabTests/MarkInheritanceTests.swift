@@ -42,6 +42,9 @@ struct MarkInheritanceTests {
         // again, out through up2; the reply inside the tunnel stays unmarked.
         "6.1.0-56-": [.all: [Answers(true, true, true), Answers(true, true, false)],
                       .espOnly: [Answers(true, false, true), Answers(true, false, true)]],
+        // Debian 6.12.117, 2026-11-24: the same.
+        "6.12.117+": [.all: [Answers(true, true, true), Answers(true, true, false)],
+                      .espOnly: [Answers(true, false, true), Answers(true, false, true)]],
     ]
 
     /// Through each upstream in turn: the recipe does what it does on any kernel, every answer is
