@@ -10,7 +10,7 @@ export PATH := $(PATH):/opt/swift/usr/bin:/usr/sbin:/sbin
 # 6.12 runs the tests whose verdict is a kernel's behaviour (bug reports, mark scenarios), so
 # each of those has a verdict on the host and two VM kernels.
 TEST_KERNELS ?= 6.1 6.12
-SECOND_KERNEL_TESTS ?= BugReport|Scenario
+SECOND_KERNEL_TESTS ?= BugReport|Scenario|MarkInheritance|DaemonFwmark|OverlappingSubnets
 # `make matrix KERNELS="host 6.1 6.12 /path/to/bzImage"`: any kernels, on demand
 # (aliases: 6.1 6.1-cloud 6.1-rt 6.12 6.12-cloud 6.12-rt; see `xfrmlab matrix --help`).
 KERNELS ?= host 6.1 6.12

@@ -7,8 +7,11 @@ extension Lab {
                        match: String = "meta l4proto != ipv6-icmp") throws -> Tracer {
         let chosen = hosts.isEmpty ? hostNames : hosts
         let points = try chosen.map { host in
-            Tracer.Point(host: host, namespace: try namespace(host),
-                         interfaceNames: Dictionary(uniqueKeysWithValues: plan.devices.filter { $0.namespace == host }.map { ($0.index, $0.name) } + [(1, "lo")]))
+            let ns = try namespace(host)
+            var names = Dictionary(uniqueKeysWithValues: plan.devices.filter { $0.namespace == host }.map { ($0.index, $0.name) } + [(1, "lo")])
+            // Devices made after bring-up (tunnel devices, a scenario's own) are named by the kernel.
+            for link in try ns.route.links(namespace: ns.name) where names[link.index] == nil { names[link.index] = link.name }
+            return Tracer.Point(host: host, namespace: ns, interfaceNames: names)
         }
         return try Tracer(points: points, hooks: hooks, priority: priority, match: match)
     }

@@ -57,7 +57,11 @@ public enum ScenarioCatalog {
     public static var all: [ScenarioDefinition] {
         [Connectivity.definition,
          OutputMark.definition,
+         MarkInheritance.vti,
+         MarkInheritance.xfrmi,
          XfrmiRoadWarrior.definition,
+         DaemonFwmark.definition,
+         OverlappingSubnets.definition,
          SharedMark.definition]
     }
 
