@@ -229,19 +229,7 @@ extension Verdict {
     }
 }
 
-private func e(_ s: String) -> String {
-    var r = ""
-    for u in s.unicodeScalars {
-        switch u {
-        case "&": r += "&amp;"
-        case "<": r += "&lt;"
-        case ">": r += "&gt;"
-        case "\"": r += "&quot;"
-        default: r.unicodeScalars.append(u)
-        }
-    }
-    return r
-}
+private func e(_ s: String) -> String { markupEscaped(s) }
 
 private func anchor(_ s: String) -> String {
     String(s.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" })

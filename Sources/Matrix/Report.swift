@@ -242,20 +242,7 @@ public struct MatrixReport: Codable, Sendable {
     /// One `<testsuite>` per kernel; an expected skip or xfail is `<skipped>` with its reason,
     /// a problem is `<failure>`, a flaky pass is a pass with the first failure in `<system-out>`.
     public func junit() -> String {
-        func x(_ s: String) -> String {
-            var r = ""
-            for u in s.unicodeScalars {
-                switch u {
-                case "&": r += "&amp;"
-                case "<": r += "&lt;"
-                case ">": r += "&gt;"
-                case "\"": r += "&quot;"
-                case "'": r += "&apos;"
-                default: r += u.value < 0x20 && u != "\n" && u != "\t" ? " " : String(u)
-                }
-            }
-            return r
-        }
+        let x = markupEscaped
         var out = ["<?xml version=\"1.0\" encoding=\"UTF-8\"?>", "<testsuites name=\"xfrmlab matrix\">"]
         for k in kernels {
             let failures = k.cells.values.filter { $0.verdict.isProblem }.count + (k.status.isProblem ? 1 : 0) + k.warnings.filter { $0.test == nil }.count
@@ -289,4 +276,21 @@ public struct MatrixReport: Codable, Sendable {
         out.append("</testsuites>")
         return out.joined(separator: "\n") + "\n"
     }
+}
+
+/// Text for XML and HTML: the five markup characters as entities, control characters other
+/// than newline and tab as spaces (XML 1.0 cannot carry them).
+func markupEscaped(_ s: String) -> String {
+    var r = ""
+    for u in s.unicodeScalars {
+        switch u {
+        case "&": r += "&amp;"
+        case "<": r += "&lt;"
+        case ">": r += "&gt;"
+        case "\"": r += "&quot;"
+        case "'": r += "&apos;"
+        default: r += u.value < 0x20 && u != "\n" && u != "\t" ? " " : String(u)
+        }
+    }
+    return r
 }
