@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # After the matrix: open its report.html in headless Chromium, as a person would, and check what
 # the browser rendered (not the file's text) against the run's report.json: the overall verdict,
-# every kernel, and one table row per test. A screenshot, report.png, lands beside it.
+# every kernel, and one table row per test. A screenshot, report.png, and the rendered DOM,
+# report.dom.html, land beside it.
 # Usage: Scripts/check-report.sh [RESULTS_DIR]   (default .build/matrix/latest)
 set -euo pipefail
 dir=$(cd "${1:-.build/matrix/latest}" && pwd)
@@ -9,12 +10,13 @@ chromium=$(command -v chromium || command -v chromium-browser || true)
 [ -n "$chromium" ] || { echo "check-report: chromium is not installed (make deps installs it)"; exit 1; }
 [ -f "$dir/report.html" ] || { echo "check-report: no $dir/report.html"; exit 1; }
 run() { timeout 120 "$chromium" --headless --no-sandbox --disable-gpu --user-data-dir="$dir/.chromium" "$@" "file://$dir/report.html" 2>/dev/null; }
-dom=$(run --dump-dom)
+run --dump-dom > "$dir/report.dom.html"
 run --hide-scrollbars --window-size=1400,1000 --screenshot="$dir/report.png" >/dev/null
 rm -rf "$dir/.chromium"
-python3 - "$dir" "$dom" <<'PY'
-import json, re, sys, os
-d, dom = sys.argv[1], sys.argv[2]
+python3 - "$dir" <<'PY'
+import json, os, re, sys
+d = sys.argv[1]
+dom = open(os.path.join(d, "report.dom.html"), encoding="utf-8", errors="replace").read()
 report = json.load(open(os.path.join(d, "report.json")))
 problems = []
 verdict = "MATRIX OK" if report.get("ok") else "MATRIX FAILED"

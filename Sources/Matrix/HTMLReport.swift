@@ -43,7 +43,7 @@ extension MatrixReport {
         // Tests × kernels.
         let differing = Set(differences.filter { $0.kind == "test" }.map(\.name))
         h.append("<section id=\"verdicts\"><h2>Verdicts</h2>")
-        h.append("<p class=\"legend\"><span class=\"v-pass\">pass</span> <span class=\"v-flaky\">flaky</span> <span class=\"v-skip\">skip</span> <span class=\"v-xfail\">xfail</span> as expected (skip and xfail by a rule); <span class=\"v-fail\">FAIL</span> <span class=\"v-fail\">XPASS</span> <span class=\"v-fail\">SKIP!</span> <span class=\"v-fail\">WARN</span> <span class=\"v-fail\">HUNG</span> <span class=\"v-fail\">MISSING</span> are failures. <span class=\"differs-key\">Highlighted rows</span> behave differently on different kernels; hover a cell for its reason.</p>")
+        h.append("<p class=\"legend\"><span class=\"v-pass\">pass</span> <span class=\"v-flaky\">flaky</span> <span class=\"v-skip\">skip</span> <span class=\"v-xfail\">xfail</span> as expected (skip and xfail by a rule); <span class=\"v-fail\">FAIL</span> <span class=\"v-fail\">XPASS</span> <span class=\"v-fail\">SKIP!</span> <span class=\"v-fail\">WARN</span> <span class=\"v-fail\">HUNG</span> <span class=\"v-fail\">MISSING</span> are failures; <span class=\"v-none\">-</span>: not asked of that kernel (<code>--only</code>). <span class=\"differs-key\">Highlighted rows</span> behave differently on different kernels; hover a cell for its reason.</p>")
         h.append("<table class=\"verdicts\"><thead><tr><th>test</th>" + labels.map { "<th>\(e($0))</th>" }.joined() + "</tr></thead><tbody>")
         var suite: String?
         for row in rows {
@@ -224,6 +224,7 @@ extension Verdict {
         case .flaky: return "flaky"
         case .skip: return "skip"
         case .xfail: return "xfail"
+        case .notSelected: return "none"
         default: return "fail"
         }
     }
