@@ -15,7 +15,7 @@ extension ConnectionStyle {
     public init(_ tunnel: Tunnel) {
         switch tunnel.style {
         case .policy: self = tunnel.mark.map { .markedPolicy(mark: $0.value) } ?? .policy
-        case .vti: self = .vti(key: tunnel.mark?.value ?? 1, device: tunnel.left.device ?? "vti1")
+        case .vti: self = .vti(key: tunnel.mark?.value ?? 1, device: tunnel.deviceName(of: tunnel.left) ?? "vti1")
         case .xfrmi: self = .xfrmInterface(id: tunnel.interfaceID ?? 1)
         }
     }

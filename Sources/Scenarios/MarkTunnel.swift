@@ -4,26 +4,8 @@ import Lab
 import Namespaces
 import Netlink
 import Probes
+import Topology
 import Xfrm
-
-/// An address prefix (`192.0.1.0/24`, `2001:db8:1:2::23/128`).
-public struct Prefix: Sendable, Hashable, CustomStringConvertible {
-    public var bytes: [UInt8]
-    public var length: Int
-    public init(_ bytes: [UInt8], _ length: Int) {
-        self.bytes = bytes
-        self.length = length
-    }
-    /// `ADDR/LEN` or a bare address (a host prefix).
-    public init(_ text: String) {
-        let parts = text.split(separator: "/")
-        bytes = parseAddress(String(parts[0]))!
-        length = parts.count > 1 ? Int(parts[1])! : bytes.count * 8
-    }
-    /// `0.0.0.0/0` or `::/0`.
-    public static func all(_ family: ScenarioFamily) -> Prefix { Prefix(Array(repeating: 0, count: family.width), 0) }
-    public var description: String { "\(formatAddress(bytes))/\(length)" }
-}
 
 /// The address family of a scenario case: inner and outer addresses alike.
 public enum ScenarioFamily: String, Sendable, CaseIterable, CustomStringConvertible {
@@ -38,8 +20,12 @@ public enum ScenarioFamily: String, Sendable, CaseIterable, CustomStringConverti
     public var nic: [UInt8] { parseAddress(self == .ipv4 ? "192.1.2.254" : "2001:db8:1:2::254")! }
     public var westInner: [UInt8] { parseAddress(self == .ipv4 ? "192.0.1.254" : "2001:db8:0:1::254")! }
     public var eastInner: [UInt8] { parseAddress(self == .ipv4 ? "192.0.2.254" : "2001:db8:0:2::254")! }
-    public var westSubnet: Prefix { Prefix(self == .ipv4 ? "192.0.1.0/24" : "2001:db8:0:1::/64") }
-    public var eastSubnet: Prefix { Prefix(self == .ipv4 ? "192.0.2.0/24" : "2001:db8:0:2::/64") }
+    public var westSubnet: CIDR { CIDR(self == .ipv4 ? "192.0.1.0/24" : "2001:db8:0:1::/64")! }
+    public var eastSubnet: CIDR { CIDR(self == .ipv4 ? "192.0.2.0/24" : "2001:db8:0:2::/64")! }
+    /// `0.0.0.0/0` or `::/0`.
+    public var everything: CIDR { CIDR(address: self == .ipv4 ? .v4([0, 0, 0, 0]) : .v6(Array(repeating: 0, count: 16)), prefixLength: 0) }
+    /// A host prefix (/32, /128) of `bytes`, an address of this family.
+    public func host(_ bytes: [UInt8]) -> CIDR { CIDR(address: self == .ipv4 ? .v4(bytes) : .v6(bytes), prefixLength: width * 8) }
 }
 
 /// How one end of a scenario's tunnel picks traffic: by policy (with a mark or none), through a
@@ -71,7 +57,7 @@ func unmet(_ names: [Capability.Name]) -> String? {
 public struct MarkTunnelEnd: Sendable {
     public var host: String
     public var outer: [UInt8]
-    public var subnets: [Prefix]
+    public var subnets: [CIDR]
     public var style: TunnelStyle = .policy
     /// Mark of the `out` policy and of the outbound SA (for `vti` the key).
     public var outPolicyMark: XfrmMark?
@@ -88,7 +74,7 @@ public struct MarkTunnelEnd: Sendable {
     /// Where the remote subnets are routed into the device; nil: no routes (the scenario adds its own).
     public var routeTable: UInt32? = RouteRequest.mainTable
 
-    public init(host: String, outer: [UInt8], subnets: [Prefix], style: TunnelStyle = .policy) {
+    public init(host: String, outer: [UInt8], subnets: [CIDR], style: TunnelStyle = .policy) {
         self.host = host
         self.outer = outer
         self.subnets = subnets
@@ -142,7 +128,7 @@ public struct MarkTunnel: Sendable, CustomStringConvertible {
                 throw LabError("\(local.host): \(local.device) is missing after it was made")
             }
             try ns.route.batch(remote.subnets.map {
-                RouteRequest.add(namespace: ns.name, destination: $0.bytes, prefixLength: $0.length, outputInterface: device.index,
+                RouteRequest.add(namespace: ns.name, destination: $0.address.bytes, prefixLength: $0.prefixLength, outputInterface: device.index,
                                  interfaceName: local.device, table: table)
             })
         }
@@ -160,11 +146,11 @@ public struct MarkTunnel: Sendable, CustomStringConvertible {
         let outTemplate = XfrmTemplate(source: local.outer, destination: remote.outer, reqid: 1)
         let inTemplate = XfrmTemplate(source: remote.outer, destination: local.outer, reqid: 1)
         for l in local.subnets {
-            for r in remote.subnets where r.bytes.count == l.bytes.count {
-                let out = XfrmSelector(source: l.bytes, sourcePrefixLength: l.length, destination: r.bytes,
-                                       destinationPrefixLength: r.length, ipProtocol: ipProtocol)
-                let inbound = XfrmSelector(source: r.bytes, sourcePrefixLength: r.length, destination: l.bytes,
-                                           destinationPrefixLength: l.length, ipProtocol: ipProtocol)
+            for r in remote.subnets where r.family == l.family {
+                let out = XfrmSelector(source: l.address.bytes, sourcePrefixLength: l.prefixLength, destination: r.address.bytes,
+                                       destinationPrefixLength: r.prefixLength, ipProtocol: ipProtocol)
+                let inbound = XfrmSelector(source: r.address.bytes, sourcePrefixLength: r.prefixLength, destination: l.address.bytes,
+                                           destinationPrefixLength: l.prefixLength, ipProtocol: ipProtocol)
                 requests.append(XfrmPolicyRequest.add(namespace: ns.name, XfrmPolicy(selector: out, direction: .out, mark: outMark,
                                                                                     interfaceID: ifID, templates: [outTemplate])))
                 for d in [XfrmDirection.in, .fwd] {

@@ -3,6 +3,7 @@ import Glibc
 import Lab
 import Netlink
 import Probes
+import Topology
 import Xfrm
 
 /// Scenario 6, one mark field shared by IPsec and the firewall, a mask for each: IPsec owns
@@ -83,7 +84,7 @@ public enum SharedMark {
 
     public static func observe(_ lab: Lab, _ c: Case, port: UInt16) throws -> Outcome {
         let f = c.family
-        func end(_ host: String, outer: [UInt8], subnet: Prefix) -> MarkTunnelEnd {
+        func end(_ host: String, outer: [UInt8], subnet: CIDR) -> MarkTunnelEnd {
             var e = MarkTunnelEnd(host: host, outer: outer, subnets: [subnet], style: c.style)
             e.lower = "eth1"
             e.outPolicyMark = XfrmMark(selectTunnel, mask: ipsecMask)

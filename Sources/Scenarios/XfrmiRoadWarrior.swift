@@ -3,6 +3,7 @@ import Glibc
 import Lab
 import Netlink
 import Probes
+import Topology
 import Xfrm
 
 /// Scenario 3, road-warrior routing into an xfrm interface. west (the road warrior) has xfrm0
@@ -74,10 +75,10 @@ public enum XfrmiRoadWarrior {
         var source: [UInt8] { shape == .hostToHost ? family.westOuter : family.westInner }
         var destination: [UInt8] { shape == .hostToHost ? family.eastOuter : family.eastInner }
         /// What west's policies protect on each side, and what table 50 routes into xfrm0.
-        var westSide: Prefix { shape == .hostToHost ? Prefix(family.westOuter, family.width * 8) : .all(family) }
-        var eastSide: Prefix { shape == .hostToHost ? Prefix(family.eastOuter, family.width * 8) : .all(family) }
+        var westSide: CIDR { shape == .hostToHost ? family.host(family.westOuter) : family.everything }
+        var eastSide: CIDR { shape == .hostToHost ? family.host(family.eastOuter) : family.everything }
         /// East protects its own side only (its subnet for 0/0).
-        var eastLocal: Prefix { shape == .hostToHost ? eastSide : family.eastSubnet }
+        var eastLocal: CIDR { shape == .hostToHost ? eastSide : family.eastSubnet }
     }
 
     public struct Outcome: Sendable, CustomStringConvertible {
@@ -96,7 +97,7 @@ public enum XfrmiRoadWarrior {
     /// West's rules for the design, as requests (each printed as its `ip rule` command).
     static func rules(_ c: Case, namespace: String) -> [Request] {
         let fam = c.family.addressFamily, v6 = c.family == .ipv6 ? "-6 " : ""
-        let to: (bytes: [UInt8], length: Int)? = c.eastSide.length == 0 ? nil : (c.eastSide.bytes, c.eastSide.length)
+        let to: (bytes: [UInt8], length: Int)? = c.eastSide.prefixLength == 0 ? nil : (c.eastSide.address.bytes, c.eastSide.prefixLength)
         let toText = to == nil ? "" : "to \(c.eastSide) "
         let m = c.design.mark
         switch c.design {

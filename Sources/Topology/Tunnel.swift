@@ -109,11 +109,16 @@ public struct Tunnel: Hashable, Sendable, Codable {
     /// The device name an endpoint gets in the `vti` and `xfrmi` styles: its `device`, or
     /// `vti-NAME` / `xfrm-NAME`.
     public func deviceName(of end: Endpoint) -> String? {
+        end.device ?? Tunnel.defaultDevice(style: style, name: name, ike: usesIKE, interfaceID: interfaceID)
+    }
+
+    /// The device an end gets when the file names none: `vti-NAME`/`xfrm-NAME`, or for an IKE
+    /// tunnel the daemons' own names (`vti1`, libreswan's `ipsec<if_id>`; see Daemons' ConnectionStyle).
+    static func defaultDevice(style: Style, name: String, ike: Bool, interfaceID: UInt32?) -> String? {
         switch style {
         case .policy: return nil
-        // An IKE tunnel's devices are the daemons' (see Daemons' ConnectionStyle).
-        case .vti: return end.device ?? (usesIKE ? "vti1" : "vti-" + name)
-        case .xfrmi: return end.device ?? (usesIKE ? "ipsec\(interfaceID ?? 1)" : "xfrm-" + name)
+        case .vti: return ike ? "vti1" : "vti-" + name
+        case .xfrmi: return ike ? "ipsec\(interfaceID ?? 1)" : "xfrm-" + name
         }
     }
 }

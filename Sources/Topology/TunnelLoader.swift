@@ -127,8 +127,8 @@ extension TopologyReader {
                 deviceReader?.problem("device is for vti and xfrmi tunnels; a policy tunnel has no device")
                 continue
             }
-            let device = end.device ?? (left?.ike != nil && right?.ike != nil ? (style == .vti ? "vti1" : "ipsec\(interfaceID ?? 1)")
-                                                                               : (style == .vti ? "vti-" : "xfrm-") + (name ?? ""))
+            let device = end.device ?? Tunnel.defaultDevice(style: style, name: name ?? "", ike: left?.ike != nil && right?.ike != nil,
+                                                            interfaceID: interfaceID) ?? ""
             let at = deviceReader ?? endReader
             if name == nil && end.device == nil { continue }
             if let message = Check.interfaceName(device) {

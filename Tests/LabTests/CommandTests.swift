@@ -7,10 +7,6 @@ import Testing
 /// The `xfrmlab` command end to end, as a user runs it.
 @Suite("xfrmlab up, show, exec, down and gc", .tags(.privileged), .needsNamespaces, .serialized)
 struct CommandTests {
-    func xfrmlab(_ args: [String], timeout: Double = 60) throws -> ProcessResult {
-        try Namespaces.Process.execute([xfrmlabBinary] + args, timeout: timeout)
-    }
-
     @Test("up leaves the lab running, show reads it back, exec runs inside, down removes it")
     func upShowExecDown() throws {
         let up = try xfrmlab(["up", "--json", topologyFile("north-east-west")])

@@ -16,7 +16,7 @@ struct GCLeftoverTests {
     }
 
     func gc() throws -> ProcessResult {
-        try Namespaces.Process.execute([xfrmlabBinary, "gc"], timeout: 120)
+        try xfrmlab(["gc"])
     }
 
     @Test("a sweep of a directory of its own reports exactly what it removed", .tags(.privileged))

@@ -54,6 +54,11 @@ let xfrmlabBinary: String = {
     return repositoryRoot + "/.build/debug/xfrmlab"
 }()
 
+/// Runs the built `xfrmlab` with `args`, as a user would.
+func xfrmlab(_ args: [String], timeout: Double = 120) throws -> ProcessResult {
+    try Namespaces.Process.execute([xfrmlabBinary] + args, timeout: timeout)
+}
+
 /// Names under /run/netns that start with a run's prefix.
 func namespacesLeft(prefix: String) -> [String] {
     ((try? FileManager.default.contentsOfDirectory(atPath: Namespace.directory)) ?? []).filter { $0.hasPrefix(prefix) }

@@ -7,10 +7,6 @@ import Xfrm
 /// `xfrmlab probe`, and `up`/`show`/`down` of a tunnel file, as a user runs them.
 @Suite("xfrmlab probe, and up/show of tunnels", .tags(.privileged), .needsNamespaces, .serialized)
 struct XfrmCommandTests {
-    func xfrmlab(_ args: [String], timeout: Double = 120) throws -> ProcessResult {
-        try Namespaces.Process.execute([xfrmlabBinary] + args, timeout: timeout)
-    }
-
     @Test("probe --json names every capability with the kernel's answer, as the library's probe does")
     func probeJSON() throws {
         let r = try xfrmlab(["probe", "--json"])

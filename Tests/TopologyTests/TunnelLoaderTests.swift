@@ -34,18 +34,23 @@ struct TunnelLoaderTests {
         }
     }
 
+    /// Two hosts on one wire, ending with `tunnels:` for a test to fill in.
+    static let twoHosts = """
+        name: d
+        hosts: { a: {}, b: {} }
+        networks:
+          - name: wire
+            subnets: [10.0.0.0/24]
+            members:
+              - { host: a, interface: eth0, addresses: [10.0.0.1] }
+              - { host: b, interface: eth0, addresses: [10.0.0.2] }
+        tunnels:
+
+        """
+
     @Test("defaults: a vti key and an xfrmi if_id from the tunnel's position, algorithm aead, a single subnet string")
     func defaults() throws {
-        let yaml = """
-            name: d
-            hosts: { a: {}, b: {} }
-            networks:
-              - name: wire
-                subnets: [10.0.0.0/24]
-                members:
-                  - { host: a, interface: eth0, addresses: [10.0.0.1] }
-                  - { host: b, interface: eth0, addresses: [10.0.0.2] }
-            tunnels:
+        let yaml = Self.twoHosts + """
               - { name: one, style: vti, left: { host: a, address: 10.0.0.1, subnets: 10.1.0.0/16 }, right: { host: b, address: 10.0.0.2, subnets: 10.2.0.0/16 } }
               - { name: two, style: xfrmi, algorithm: cbc-hmac, encap: udp, left: { host: a, address: 10.0.0.1, subnets: 10.3.0.0/16, device: ipsec9 }, right: { host: b, address: 10.0.0.2, subnets: 10.4.0.0/16 } }
             """
@@ -66,16 +71,7 @@ struct TunnelLoaderTests {
         #expect(tunnel.usesIKE)
         #expect(tunnel.left.ike == .strongswan && tunnel.right.ike == .libreswan)
         #expect(tunnel.authentication == .certificates && tunnel.interfaceID == 7)
-        let yaml = """
-            name: d
-            hosts: { a: {}, b: {} }
-            networks:
-              - name: wire
-                subnets: [10.0.0.0/24]
-                members:
-                  - { host: a, interface: eth0, addresses: [10.0.0.1] }
-                  - { host: b, interface: eth0, addresses: [10.0.0.2] }
-            tunnels:
+        let yaml = Self.twoHosts + """
               - { name: one, style: vti, mark: 5, left: { host: a, address: 10.0.0.1, subnets: 10.1.0.0/16, ike: libreswan }, right: { host: b, address: 10.0.0.2, subnets: 10.2.0.0/16, ike: libreswan } }
             """
         let d = try Topology.parse(yaml: yaml, file: "d.yaml")
