@@ -1,4 +1,5 @@
 import ArgumentParser
+import Daemons
 import Foundation
 import Lab
 import Namespaces
@@ -15,10 +16,6 @@ struct GC: ParsableCommand {
 
     @Flag(help: "Say what would be removed, remove nothing.")
     var dryRun = false
-
-    /// `DaemonInstance.baseDirectory` (the Daemons module is not linked into the command).
-    static let daemonDirectory = Run.stateDirectory + "/daemons"
-    var daemonDirectory: String { GC.daemonDirectory }
 
     func run() throws {
         global.bootstrap()
@@ -43,7 +40,7 @@ struct GC: ParsableCommand {
             removed += 1
         }
         // IKE daemons' private directories whose owner is dead (their `.owner` file or run id).
-        for path in Leftovers.sweepOwnedDirectories(under: daemonDirectory, dryRun: dryRun) {
+        for path in Leftovers.sweepOwnedDirectories(under: DaemonInstance.baseDirectory, dryRun: dryRun) {
             print(dryRun ? "would remove daemon directory \(path)" : "removed daemon directory \(path) (its owner is dead)")
             removed += 1
         }
