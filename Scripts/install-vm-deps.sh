@@ -1,30 +1,19 @@
 #!/usr/bin/env bash
 # Installs what `xfrmlab matrix` needs to boot other kernels in VMs, and only what is missing
 # (idempotent; `apt-get update` only when a package is unknown to apt's lists).
-# Called by `make test`/`make matrix` with the kernels asked for:
+# Called by `make test`/`make matrix`:
 #
-#   Scripts/install-vm-deps.sh [KERNEL…]
+#   Scripts/install-vm-deps.sh
 #
-# KERNEL is a Debian kernel alias — 6.1, 6.1-cloud, 6.1-rt, 6.12, 6.12-cloud, 6.12-rt — installed
-# from Debian's meta-packages (newest point release). Anything else (host, a path to a bzImage, a
-# release already in /boot) needs nothing installed and is skipped here.
+# The kernels themselves are not installed: the catalogue (Fixtures/kernels/kernels.lock) pins
+# them and `xfrmlab kernels fetch` unpacks them into its own cache, never /boot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # qemu boots the kernels (TCG when nested KVM fails, as on the machines this was written on);
-# virtme-ng's initramfs needs a statically linked busybox (busybox-static replaces busybox).
-apt_packages=(qemu-system-x86 busybox-static python3-pip)
-for k in "$@"; do
-    case "$k" in
-        6.1)         apt_packages+=(linux-image-amd64) ;;
-        6.1-cloud)   apt_packages+=(linux-image-cloud-amd64) ;;
-        6.1-rt)      apt_packages+=(linux-image-rt-amd64) ;;
-        6.12)        apt_packages+=(linux-image-6.12-amd64) ;;
-        6.12-cloud)  apt_packages+=(linux-image-6.12-cloud-amd64) ;;
-        6.12-rt)     apt_packages+=(linux-image-6.12-rt-amd64) ;;
-        *) ;;
-    esac
-done
+# virtme-ng's initramfs needs a statically linked busybox (busybox-static replaces busybox); kmod's
+# depmod indexes an unpacked kernel's modules and its modprobe loads them in the guest.
+apt_packages=(qemu-system-x86 busybox-static python3-pip kmod)
 
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -19,9 +19,11 @@ public struct Expectations: Codable, Sendable {
         public var fail: [Fail]?
         /// Kernel log lines (substrings) that are not warnings on these kernels, each with its reason.
         public var ignoreKernelLog: [IgnoredLog]?
+        /// Crashes known on these kernels, by the functions of their stack (as netdev CI names them).
+        public var crash: [KnownCrash]?
 
         enum CodingKeys: String, CodingKey {
-            case kernel, note, skip, fail
+            case kernel, note, skip, fail, crash
             case ignoreKernelLog = "ignore-kernel-log"
         }
     }
@@ -62,6 +64,22 @@ public struct Expectations: Codable, Sendable {
         public var test: String
         /// The bug, and the fix that makes it pass (a commit, the first good version).
         public var why: String
+    }
+
+    /// A crash known on some kernels: every function of `stack` appears in its fingerprint
+    /// (the function at the instruction pointer and the call trace), in this order.
+    public struct KnownCrash: Codable, Sendable {
+        public var stack: [String]
+        public var why: String
+
+        public func matches(_ crash: KernelCrash) -> Bool {
+            var rest = crash.fingerprint[...]
+            for f in stack {
+                guard let i = rest.firstIndex(of: f) else { return false }
+                rest = rest[rest.index(after: i)...]
+            }
+            return !stack.isEmpty
+        }
     }
 
     public struct IgnoredLog: Codable, Sendable {
@@ -144,9 +162,9 @@ public struct Expectations: Codable, Sendable {
         if let root = try? Yams.load(yaml: text) as? [String: Any] {
             try refuseUnknown(root, known: ["expectations"], at: "", path: path)
             for (i, rule) in ((root["expectations"] as? [[String: Any]]) ?? []).enumerated() {
-                try refuseUnknown(rule, known: ["kernel", "note", "skip", "fail", "ignore-kernel-log"], at: "expectations[\(i)]", path: path)
-                for key in ["skip", "fail", "ignore-kernel-log"] {
-                    let known: Set<String> = key == "skip" ? ["test", "reason"] : key == "fail" ? ["test", "why"] : ["line", "why"]
+                try refuseUnknown(rule, known: ["kernel", "note", "skip", "fail", "ignore-kernel-log", "crash"], at: "expectations[\(i)]", path: path)
+                for key in ["skip", "fail", "ignore-kernel-log", "crash"] {
+                    let known: Set<String> = key == "skip" ? ["test", "reason"] : key == "fail" ? ["test", "why"] : key == "crash" ? ["stack", "why"] : ["line", "why"]
                     for (j, entry) in ((rule[key] as? [[String: Any]]) ?? []).enumerated() {
                         try refuseUnknown(entry, known: known, at: "expectations[\(i)].\(key)[\(j)]", path: path)
                     }
@@ -199,6 +217,14 @@ public struct Expectations: Codable, Sendable {
     public func expectedFailure(test: TestRecord, on kernel: KernelFacts) -> (Rule, Fail)? {
         for rule in rules(for: kernel) {
             for fail in rule.fail ?? [] where Expectations.matches(fail.test, test) { return (rule, fail) }
+        }
+        return nil
+    }
+
+    /// The rule that names this crash on this kernel, if any.
+    public func knownCrash(_ crash: KernelCrash, on kernel: KernelFacts) -> (Rule, KnownCrash)? {
+        for rule in rules(for: kernel) {
+            for known in rule.crash ?? [] where known.matches(crash) { return (rule, known) }
         }
         return nil
     }

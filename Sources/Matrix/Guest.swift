@@ -70,16 +70,35 @@ public let highlightedConfigOptions = [
 ]
 
 public enum KernelConfig {
-    /// The kernel's build config: /boot/config-RELEASE, else /proc/config.gz.
-    public static func read(release: String) -> (source: String, options: [String: String])? {
-        if let text = try? String(contentsOfFile: "/boot/config-\(release)", encoding: .utf8) {
-            return ("/boot/config-\(release)", parse(text))
+    /// The kernel's build config: `path` when given (the image's own, found by `locate`), else
+    /// /boot/config-RELEASE, else /proc/config.gz — but only when RELEASE is the running kernel:
+    /// another kernel's config is never the running one's.
+    public static func read(release: String, path: String? = nil) -> (source: String, options: [String: String])? {
+        for file in [path, "/boot/config-\(release)"].compactMap({ $0 }) {
+            if let text = try? String(contentsOfFile: file, encoding: .utf8) { return (file, parse(text)) }
         }
-        if FileManager.default.fileExists(atPath: "/proc/config.gz"),
+        if release == Kernel.runningRelease, FileManager.default.fileExists(atPath: "/proc/config.gz"),
            let r = try? Process.execute(["gzip", "-dc", "/proc/config.gz"], timeout: 20), r.succeeded {
             return ("/proc/config.gz", parse(r.standardOutput))
         }
         return nil
+    }
+
+    /// Where an image's config is: beside it (`config-RELEASE`, as /boot has it), in its modules
+    /// directory (`config`, as the split linux-modules packages have it), or in the /boot of the
+    /// root its modules directory is under.
+    public static func locate(image: String, modules: String?, release: String) -> String? {
+        let beside = URL(fileURLWithPath: image).deletingLastPathComponent().path + "/config-" + release
+        var candidates = [beside]
+        if let modules {
+            let url = URL(fileURLWithPath: modules)
+            candidates.append(url.path + "/config")
+            var root = url.deletingLastPathComponent().deletingLastPathComponent()  // …/lib
+            root = root.deletingLastPathComponent()
+            candidates.append(root.path + "/boot/config-" + release)
+            if root.lastPathComponent == "usr" { candidates.append(root.deletingLastPathComponent().path + "/boot/config-" + release) }
+        }
+        return candidates.first { FileManager.default.fileExists(atPath: $0) }
     }
 
     /// `CONFIG_X=y` → "y"; `# CONFIG_X is not set` → "n".
@@ -208,6 +227,8 @@ public struct GuestDriver {
             // Failed path expectations draw their trace beside the results, for report.html.
             var environment = ProcessInfo.processInfo.environment
             environment["XFRMLAB_TRACE_PICTURES"] = "\(output)/pictures"
+            // Bug-report tests write their REPRODUCES / FIXED verdicts here, for the report's cells.
+            environment[VerdictRecord.environmentKey] = "\(output)/verdicts.jsonl"
             let pid = try Process.spawn(command, namespaceFD: -1, stdin: -1, stdout: logFD, stderr: logFD, environment: environment)
             let (status, timedOut) = wait(pid, until: deadline)
             phase.status = status

@@ -53,8 +53,9 @@ extension MatrixReport {
             }
             let cells = kernels.map { k -> String in
                 guard let c = k.cells[row.id] else { return "<td class=\"v-none\">—</td>" }
-                let title = c.detail.map { " title=\"\(e($0))\"" } ?? ""
-                return "<td class=\"v-\(c.verdict.cssClass)\"\(title)>\(e(c.verdict.cell))</td>"
+                let title = (c.report.map { "\($0.verdict): \($0.evidence)" } ?? c.detail).map { " title=\"\(e($0))\"" } ?? ""
+                let report = c.report.map { "<br><span class=\"report\">\(e($0.verdict))</span>" } ?? ""
+                return "<td class=\"v-\(c.verdict.cssClass)\"\(title)>\(e(c.verdict.cell))\(report)</td>"
             }
             h.append("<tr class=\"test\(differing.contains(row.id) ? " differs" : "")\" id=\"t-\(anchor(row.id))\"><td><span class=\"name\">\(e(row.name))</span><br><code>\(e(row.id))</code></td>" + cells.joined() + "</tr>")
         }

@@ -19,6 +19,11 @@ public struct Kernel: Codable, Sendable, Hashable, CustomStringConvertible {
     public var banner: String?
     /// Why it cannot run at all (reported in its column, the matrix goes on with the others).
     public var unavailable: String? = nil
+    /// The image's own build config (beside the image, or in its modules directory).
+    public var config: String? = nil
+    /// The catalogue entry it came from (`6.1.192`), with its Debian packages and versions.
+    public var pinned: String? = nil
+    public var packages: [String]? = nil
 
     public static let host = Kernel(label: "host", source: .host)
 
@@ -106,38 +111,52 @@ public struct KernelNotFound: Error, CustomStringConvertible, Sendable {
 /// Turns `--kernel` arguments into kernels.
 ///
 /// - `host`: the suite on this machine's kernel, no VM.
-/// - a Debian alias, `6.1`, `6.1-cloud`, `6.1-rt`, `6.12`, `6.12-cloud`, `6.12-rt`: the newest such
-///   image in /boot (`Scripts/install-vm-deps.sh ALIAS` installs it).
+/// - an alias of the kernel catalogue (Fixtures/kernels/kernels.lock): a series (`5.10`, `6.1`,
+///   `6.12`, `7.2`, `7.3-rc`), a series' flavour (`6.1-cloud`, `6.12-rt`) or an exact point release
+///   (`5.10.218`, `6.1.176`): the pinned Debian packages, fetched into the kernel cache when missing.
 /// - a release with an image in /boot (`6.1.0-56-amd64`), or the path of any bzImage.
 public enum KernelCatalog {
-    public static let aliases = ["6.1", "6.1-cloud", "6.1-rt", "6.12", "6.12-cloud", "6.12-rt"]
-
-    public static func resolve(_ argument: String, modules: [String] = [], boot: String = "/boot") throws -> Kernel {
+    public static func resolve(_ argument: String, modules: [String] = [], lock: KernelLock? = nil,
+                               cache: KernelCache = KernelCache(), boot: String = "/boot",
+                               log: (String) -> Void = { _ in }) throws -> Kernel {
         if argument == "host" { return .host }
         var image: String?
+        var pinned: (KernelLock.Entry, KernelCache.Unpacked)?
         if argument.contains("/") || FileManager.default.fileExists(atPath: argument) {
             guard FileManager.default.fileExists(atPath: argument) else {
                 throw KernelNotFound(argument: argument, reason: "no such file")
             }
             image = URL(fileURLWithPath: argument).standardized.path
+        } else if let entry = lock?.entry(for: argument) {
+            do {
+                let unpacked = try cache.fetch(entry, log: log)
+                pinned = (entry, unpacked)
+                image = unpacked.image
+            } catch {
+                throw KernelNotFound(argument: argument, reason: "the catalogue's \(entry.name) could not be fetched: \(error)")
+            }
         } else if FileManager.default.fileExists(atPath: "\(boot)/vmlinuz-\(argument)") {
             image = "\(boot)/vmlinuz-\(argument)"
-        } else if let (series, flavour) = alias(argument) {
-            image = newest(series: series, flavour: flavour, boot: boot)
-            if image == nil {
-                throw KernelNotFound(argument: argument, reason: "no \(series) \(flavour.isEmpty ? "generic" : flavour) image in \(boot); install it with `Scripts/install-vm-deps.sh \(argument)`")
-            }
         } else if argument == Kernel.runningRelease {
             // Asked for by name: a column that says why, rather than no matrix.
             return Kernel(label: argument, source: .image, image: nil, modules: nil, release: argument, banner: nil,
                           unavailable: "this machine's own kernel (\(argument)) has no image in \(boot) or /lib/modules/\(argument), so it cannot boot in a VM; `--kernel host` runs the suite on it directly, no VM")
         } else {
-            throw KernelNotFound(argument: argument, reason: "not a file, not a release with an image in \(boot), not one of host, \(aliases.joined(separator: ", "))")
+            let known = lock.map { "one of host, " + $0.aliases.joined(separator: ", ") } ?? "host"
+            throw KernelNotFound(argument: argument, reason: "not a file, not a release with an image in \(boot), not \(known)")
         }
         let banner = try? KernelImage.banner(of: image!)
         let release = banner.map { String($0.prefix { $0 != " " }) }
         var kernel = Kernel(label: argument, source: .image, image: image, modules: nil, release: release, banner: banner)
-        kernel.modules = try modulesDirectory(for: kernel, among: modules)
+        if let (entry, unpacked) = pinned {
+            kernel.modules = unpacked.modules
+            kernel.config = unpacked.config
+            kernel.pinned = entry.name
+            kernel.packages = entry.packages.map { "\($0.name) \($0.version)" }
+        } else {
+            kernel.modules = try modulesDirectory(for: kernel, among: modules)
+            if let release { kernel.config = KernelConfig.locate(image: image!, modules: kernel.modules, release: release) }
+        }
         return kernel
     }
 
@@ -155,31 +174,6 @@ public enum KernelCatalog {
             if FileManager.default.fileExists(atPath: nested) { return nested }
         }
         return nil
-    }
-
-    /// `6.12-cloud` → ("6.12", "cloud").
-    static func alias(_ text: String) -> (series: String, flavour: String)? {
-        guard aliases.contains(text) else { return nil }
-        let parts = text.split(separator: "-", maxSplits: 1).map(String.init)
-        return (parts[0], parts.count > 1 ? parts[1] : "")
-    }
-
-    /// The newest `/boot/vmlinuz-SERIES…-[FLAVOUR-]amd64`.
-    static func newest(series: String, flavour: String, boot: String) -> String? {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: boot)) ?? []
-        let suffix = flavour.isEmpty ? "-amd64" : "-\(flavour)-amd64"
-        let candidates = names.compactMap { name -> (KernelVersion, String)? in
-            guard name.hasPrefix("vmlinuz-"), name.hasSuffix(suffix) else { return nil }
-            let release = String(name.dropFirst("vmlinuz-".count))
-            // 6.1 must not take 6.12's images, nor the generic alias a flavour's.
-            guard release.hasPrefix(series + ".") || release.hasPrefix(series + "-") else { return nil }
-            if flavour.isEmpty && (release.hasSuffix("-cloud-amd64") || release.hasSuffix("-rt-amd64")) { return nil }
-            guard let v = KernelVersion(parsing: release) else { return nil }
-            // Debian 6.1 releases are 6.1.0-ABI: order by the ABI number too.
-            let abi = Int(release.split(separator: "-").dropFirst().first ?? "") ?? 0
-            return (KernelVersion(v.parts + [abi]), boot + "/" + name)
-        }
-        return candidates.max { $0.0 < $1.0 }?.1
     }
 }
 

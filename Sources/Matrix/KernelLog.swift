@@ -202,3 +202,71 @@ public struct KernelWarning: Codable, Sendable, Equatable {
     public var headline: String { records.first { KernelLog.isWarning($0.text) && !$0.text.hasPrefix("------------[ cut here") }?.text ?? records.first?.text ?? "" }
     public var lines: [String] { records.map(\.dmesgLine) }
 }
+
+extension KernelWarning {
+    /// An oops, a BUG or a panic: the kernel stopped what it was doing (a WARN did not).
+    public var isCrash: Bool {
+        records.contains { r in ["Oops:", "BUG: unable to handle", "kernel BUG at", "general protection fault", "Kernel panic"].contains { r.text.contains($0) } }
+    }
+
+    /// The function the CPU was in (`RIP: 0010:NF_HOOK.constprop.0+0x24/0x80` → `NF_HOOK.constprop.0`).
+    public var instructionPointer: String? {
+        guard let line = records.first(where: { $0.text.contains("RIP: ") && $0.text.contains("+0x") })?.text,
+              let rip = line.range(of: "RIP: ") else { return nil }
+        var rest = line[rip.upperBound...]
+        if let colon = rest.firstIndex(of: ":"), rest[..<colon].allSatisfy(\.isHexDigit) { rest = rest[rest.index(after: colon)...] }
+        return KernelWarning.function(rest)
+    }
+
+    /// The call trace's functions, innermost first (` ? foo+0x1/0x2` guesses left out, as the
+    /// kernel's own decoder prints them only as hints).
+    public var stack: [String] {
+        var out: [String] = []
+        var inTrace = false
+        for r in records {
+            let t = r.text.trimmingCharacters(in: .whitespaces)
+            if t.hasPrefix("Call Trace:") { inTrace = true; continue }
+            guard inTrace else { continue }
+            if t.hasPrefix("<") || t.hasPrefix("?") { continue }
+            guard t.contains("+0x"), let f = KernelWarning.function(t[...]) else {
+                if !out.isEmpty && !t.hasPrefix("RIP") && !t.hasPrefix("R") { break }
+                continue
+            }
+            out.append(f)
+        }
+        return out
+    }
+
+    /// `foo.constprop.0+0x24/0x80 [module]` → `foo.constprop.0`.
+    static func function(_ text: Substring) -> String? {
+        let name = text.trimmingCharacters(in: .whitespaces).prefix { $0 != "+" && $0 != " " }
+        return name.isEmpty || name.contains("/") ? nil : String(name)
+    }
+}
+
+/// A guest's kernel crashing (an oops, a BUG, a panic), kept with what identifies it.
+public struct KernelCrash: Codable, Sendable, Equatable {
+    public var headline: String
+    /// The function at the instruction pointer, then the call trace.
+    public var fingerprint: [String]
+    /// The test that ran, when one alone did.
+    public var test: String?
+    /// The expectation rule that names it (a known crash), or nil: a crash no rule names fails the matrix.
+    public var known: String?
+    /// Whether it came back when its test ran again in a fresh guest (nil: not run again).
+    public var recurred: Bool?
+    public var lines: [String]
+
+    public init(_ warning: AttributedWarning) {
+        headline = warning.warning.headline
+        fingerprint = (warning.warning.instructionPointer.map { [$0] } ?? []) + warning.warning.stack
+        test = warning.test
+        lines = warning.warning.lines
+    }
+
+    public var summary: String {
+        "\(headline) at \(fingerprint.prefix(6).joined(separator: " ← "))" + (test.map { " during \($0)" } ?? "")
+            + (known.map { " — known: \($0)" } ?? " — no rule names it")
+            + (recurred.map { $0 ? "; it recurred in a fresh guest" : "; it did not recur in a fresh guest" } ?? "")
+    }
+}

@@ -69,9 +69,13 @@ public struct MatrixReport: Codable, Sendable {
             for row in rows {
                 let asked = ran.map { ($0, $0.cells[row.id]!) }.filter { $0.1.verdict != .notSelected }
                 guard asked.count > 1 else { continue }
-                if Set(asked.map { $0.1.verdict.behaviour }).count > 1 {
+                // A report's verdict that differs (REPRODUCES on one kernel, FIXED on another) is a
+                // difference even where every test passed: it is what the matrix is for.
+                if Set(asked.map { $0.1.verdict.behaviour }).count > 1 || Set(asked.compactMap { $0.1.report?.verdict }).count > 1 {
                     var values: [String: String] = [:]
-                    for (k, c) in asked { values[k.kernel.label] = c.verdict.cell + (c.detail.map { ": \($0)" } ?? "") }
+                    for (k, c) in asked {
+                        values[k.kernel.label] = c.shown + (c.report.map { ": \($0.evidence)" } ?? c.detail.map { ": \($0)" } ?? "")
+                    }
                     differences.append(Difference(kind: "test", name: row.id, values: values))
                 }
             }
@@ -131,7 +135,8 @@ public struct MatrixReport: Codable, Sendable {
     public func text(width: Int = 120) -> String {
         var out: [String] = []
         let labels = kernels.map(\.kernel.label)
-        let column = max(8, (labels.map(\.count).max() ?? 0) + 2)
+        let hasReports = kernels.contains { $0.cells.values.contains { $0.report != nil } }
+        let column = max(hasReports ? 17 : 8, (labels.map(\.count).max() ?? 0) + 2)
         let nameWidth = max(30, min(72, width - 4 - column * kernels.count))
         func pad(_ s: String, _ n: Int) -> String { s.count >= n ? String(s.prefix(n - 1)) + "…" : s + String(repeating: " ", count: n - s.count) }
         func cells(_ values: [String]) -> String { values.map { pad($0, column) }.joined() }
@@ -156,11 +161,14 @@ public struct MatrixReport: Codable, Sendable {
                 suite = row.suite
                 out.append(row.suiteName.isEmpty ? row.suite : row.suiteName)
             }
-            let values = kernels.map { $0.cells[row.id]?.verdict.cell ?? "—" }
+            let values = kernels.map { $0.cells[row.id]?.shown ?? "—" }
             out.append("  " + pad(row.name, nameWidth) + "  " + cells(values))
         }
         out.append("")
         out.append("pass/flaky/xfail/skip: as expected (skip and xfail by a rule in \(expectations)); FAIL, XPASS, SKIP! (a skip no rule names), WARN (kernel warning during the test), HUNG, MISSING: failures")
+        if hasReports {
+            out.append("Bug reports: REPRODUCES (the bug shows), FIXED, N/A (not applicable: the probed reason); pass means it is the verdict the report's fix history expects on that kernel")
+        }
 
         let tests = differences.filter { $0.kind == "test" }
         out.append("")

@@ -87,7 +87,10 @@ public final class MatrixRunner {
         var results: [KernelResult] = []
         var allTests: [TestRecord] = []
         for (i, kernel) in options.kernels.enumerated() {
-            let (result, tests) = runKernel(kernel, index: i + 1, of: options.kernels.count, accelerator: accelerator)
+            var (result, tests) = runKernel(kernel, index: i + 1, of: options.kernels.count, accelerator: accelerator)
+            if result.status == .guestDied && StopSignals.received == 0 {
+                rerunAfterDeath(&result, tests: &tests, kernel: kernel, index: i + 1, accelerator: accelerator)
+            }
             results.append(result)
             for t in tests where !allTests.contains(where: { $0.id == t.id }) { allTests.append(t) }
             if StopSignals.received != 0 { break }
@@ -106,8 +109,50 @@ public final class MatrixRunner {
 
     // MARK: One kernel
 
-    func runKernel(_ kernel: Kernel, index: Int, of total: Int, accelerator: Accelerator) -> (KernelResult, [TestRecord]) {
-        let directory = options.output + "/kernels/" + kernel.slug
+    /// A guest that died is a finding, not noise: its crash is kept (the judge read it from the
+    /// kernel log), and the test that ran when it died, with those that never started, runs again
+    /// in a fresh guest — which says whether the crash recurs, and gives the rest their verdicts.
+    func rerunAfterDeath(_ result: inout KernelResult, tests: inout [TestRecord], kernel: Kernel, index: Int, accelerator: Accelerator) {
+        let unfinished = result.cells.filter { $0.value.verdict == .didNotFinish || $0.value.verdict == .missing }.map(\.key).sorted()
+        let crashed = result.cells.filter { $0.value.verdict == .didNotFinish }.map(\.key)
+        // No test results at all (it died before the first test): nothing to name, so the whole selection again.
+        let filters = unfinished.isEmpty && result.cells.isEmpty ? nil : unfinished.map(SuiteRun.filter(for:))
+        guard filters?.isEmpty != true else { return }
+        progress.line("[\(index)] \(kernel.label): the guest died (\(result.crashes.first?.summary ?? result.statusDetail ?? "")); running \(filters.map { "\($0.count) unfinished test(s)" } ?? "its tests") again in a fresh guest")
+        let (again, moreTests) = runKernel(kernel, index: index, of: options.kernels.count, accelerator: accelerator,
+                                           rerun: filters ?? [])
+        for t in moreTests where !tests.contains(where: { $0.id == t.id }) { tests.append(t) }
+        let recurred = again.status == .guestDied
+            || again.crashes.contains { c in result.crashes.contains { $0.fingerprint.prefix(3) == c.fingerprint.prefix(3) } }
+        for i in result.crashes.indices { result.crashes[i].recurred = recurred }
+        for c in again.crashes where !result.crashes.contains(where: { $0.fingerprint == c.fingerprint }) { result.crashes.append(c) }
+        result.warnings += again.warnings
+        for (id, cell) in again.cells where cell.verdict != .notSelected && (unfinished.contains(id) || filters == nil) {
+            var merged = cell
+            if crashed.contains(id) {
+                let death = "the first guest died during it (\(result.crashes.first?.headline ?? "no oops in the log"))"
+                if cell.verdict == .pass {
+                    merged.verdict = .flaky
+                    merged.detail = death + "; in a fresh guest it passed" + (recurred ? "" : ": the crash did not recur")
+                } else {
+                    merged.detail = death + "; in a fresh guest: " + (cell.detail ?? cell.verdict.cell)
+                }
+            }
+            result.cells[id] = merged
+        }
+        result.notes.append("the guest died\(result.statusDetail.map { " (\($0))" } ?? ""); \(unfinished.count) unfinished test(s) ran again in a fresh guest (\(again.directory)): \(again.status == .ok ? "it finished" : again.status.rawValue)\(recurred ? ", and the crash recurred" : ", and the crash did not recur")")
+        result.timings.wall = (result.timings.wall ?? 0) + (again.timings.wall ?? 0)
+        // The death stays a failure unless every crash is one a rule names and the fresh guest finished.
+        if again.status == .ok && !result.crashes.isEmpty && result.crashes.allSatisfy({ $0.known != nil }) {
+            result.status = .ok
+            result.statusDetail = nil
+        } else if again.status != .ok {
+            result.statusDetail = (result.statusDetail ?? "") + "; in a fresh guest: \(again.status.rawValue)\(again.statusDetail.map { " (\($0))" } ?? "")"
+        }
+    }
+
+    func runKernel(_ kernel: Kernel, index: Int, of total: Int, accelerator: Accelerator, rerun: [String]? = nil) -> (KernelResult, [TestRecord]) {
+        let directory = options.output + "/kernels/" + kernel.slug + (rerun == nil ? "" : "/rerun")
         let results = directory + "/results"
         try? FileManager.default.removeItem(atPath: results)
         try? FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
@@ -122,7 +167,7 @@ public final class MatrixRunner {
         if let reason = unavailable(kernel) {
             result.status = .unavailable
             result.statusDetail = reason
-            if let release = kernel.release, kernel.image != nil, let config = KernelConfig.read(release: release) {
+            if let release = kernel.release, kernel.image != nil, let config = KernelConfig.read(release: release, path: kernel.config) {
                 result.config = KernelConfig.highlights(config.options)
                 result.configSource = config.source
             }
@@ -139,7 +184,8 @@ public final class MatrixRunner {
         if options.serial { driver.append("--serial") }
         if !options.retry { driver.append("--no-retry") }
         let only = options.only[kernel.label]
-        for f in options.filters + (only ?? []) { driver += ["--filter", f] }
+        // A rerun asks exactly its tests (filters are alternatives: adding the run's own would widen it).
+        for f in rerun.flatMap({ $0.isEmpty ? nil : $0 }) ?? (options.filters + (only ?? [])) { driver += ["--filter", f] }
         result.only = only
         for a in options.alone { driver += ["--alone", a] }
         if isHost { driver.append("--host") }
@@ -312,12 +358,15 @@ public final class MatrixRunner {
             result.statusDetail = isHost ? "the driver wrote nothing (see \(results)/driver.log)"
                 : "the guest never started the suite (vng exit \(exit.map(String.init) ?? "?")): a panic or a boot failure"
         }
-        if result.config.isEmpty, let release = result.release, let config = KernelConfig.read(release: release), !isHost {
+        // The image's own config beats what the guest found (a guest has no /boot of its own).
+        if !isHost, let release = result.release, let config = KernelConfig.read(release: release, path: kernel.config),
+           result.config.isEmpty || kernel.config != nil {
             result.config = KernelConfig.highlights(config.options)
             result.configSource = config.source
         }
         if let first, first.tests.isEmpty == false {
-            judge.judge(&result, first: first, retry: retry, log: log, kernelLogOffset: record?.kernelLogOffset)
+            judge.judge(&result, first: first, retry: retry, log: log, kernelLogOffset: record?.kernelLogOffset,
+                        reports: VerdictRecord.load(path: results + "/verdicts.jsonl"))
         } else {
             judge.judge(&result, first: nil, retry: nil, log: log, kernelLogOffset: nil)
             if result.status == .ok {
@@ -348,7 +397,7 @@ public final class MatrixRunner {
         guard kernel.source == .image, let release = kernel.release else { return nil }
         // vng shares the root filesystem over 9p (virtiofs needs the Rust virtiofsd, which this
         // Debian lacks): a kernel without 9p cannot mount it.
-        guard let config = KernelConfig.read(release: release)?.options else { return nil }
+        guard let config = KernelConfig.read(release: release, path: kernel.config)?.options else { return nil }
         let has9p = ["CONFIG_9P_FS", "CONFIG_NET_9P_VIRTIO"].allSatisfy { ["y", "m"].contains(config[$0] ?? "n") }
         if !has9p {
             return "\(release) is built without 9p (CONFIG_9P_FS=\(config["CONFIG_9P_FS"] ?? "n"), CONFIG_NET_9P_VIRTIO=\(config["CONFIG_NET_9P_VIRTIO"] ?? "n")), so vng cannot share the host's root filesystem with it (virtiofs would need the Rust virtiofsd)"

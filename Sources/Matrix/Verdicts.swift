@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// A test's verdict on one kernel, after the retry and the expectations.
 public enum Verdict: String, Codable, Sendable, CaseIterable {
@@ -65,6 +66,70 @@ public struct Cell: Codable, Sendable {
     /// The expectation that applied (`kernel host: skip … reason …`).
     public var expectation: String? = nil
     public var seconds: Double? = nil
+    /// A bug report's own verdict on this kernel (REPRODUCES, FIXED, NOT APPLICABLE), beside
+    /// the test's pass or fail (which says whether that verdict is the one its history expects).
+    public var report: ReportCell? = nil
+
+    /// The table's word: the test's verdict, and the report's where there is one.
+    public var shown: String { verdict.cell + (report.map { " " + $0.short } ?? "") }
+}
+
+/// What a bug report's test said on one kernel.
+public struct ReportCell: Codable, Sendable, Equatable {
+    /// REPRODUCES, FIXED or NOT APPLICABLE.
+    public var verdict: String
+    /// What its fix history expects here (absent when it did not run).
+    public var expected: String?
+    /// The evidence, or why it did not apply.
+    public var evidence: String
+
+    public var short: String { verdict == "NOT APPLICABLE" ? "N/A" : verdict }
+}
+
+/// One report's verdict as the test that reproduced it writes it: a JSON line appended to the file
+/// `XFRMLAB_VERDICTS` names (the matrix sets it beside each kernel's results).
+public struct VerdictRecord: Codable, Sendable {
+    public var report: String
+    public var verdict: String
+    public var expected: String
+    public var evidence: String
+
+    public init(report: String, verdict: String, expected: String, evidence: String) {
+        self.report = report
+        self.verdict = verdict
+        self.expected = expected
+        self.evidence = evidence
+    }
+
+    public static let environmentKey = "XFRMLAB_VERDICTS"
+
+    /// Appends to the file the environment names; nothing without one.
+    public func append() {
+        guard let path = ProcessInfo.processInfo.environment[VerdictRecord.environmentKey],
+              var line = try? JSONEncoder().encode(self) else { return }
+        line.append(0x0A)
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+
+    /// Every record in a file, the last one per report winning (a retry's).
+    public static func load(path: String) -> [String: VerdictRecord] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [:] }
+        var out: [String: VerdictRecord] = [:]
+        for line in text.split(separator: "\n") {
+            if let r = try? JSONDecoder().decode(VerdictRecord.self, from: Data(line.utf8)) { out[r.report] = r }
+        }
+        return out
+    }
+
+    /// The report a test is about: bug-report tests are named `REPORT-ID: …`.
+    public static func reportID(ofTest test: TestRecord) -> String? {
+        guard test.id.contains("BugReportTests/"), let colon = test.name.firstIndex(of: ":") else { return nil }
+        let id = String(test.name[..<colon])
+        return id.allSatisfy { $0.isLowercase || $0.isNumber || $0 == "-" } ? id : nil
+    }
 }
 
 /// How the kernel's run as a whole went.
@@ -128,6 +193,8 @@ public struct KernelResult: Codable, Sendable {
     /// The test filters this kernel's run was limited to (`--only`); nil: the whole suite.
     public var only: [String]? = nil
     public var warnings: [AttributedWarning]
+    /// Oopses, BUGs and panics among the warnings, with their fingerprints and the rules that know them.
+    public var crashes: [KernelCrash] = []
     /// Expectation notes of the rules that applied, and anything else worth a line.
     public var notes: [String]
     /// Directory with the raw results.
@@ -135,8 +202,14 @@ public struct KernelResult: Codable, Sendable {
     /// The last console lines when the guest died or hung (the console is unreliable: a hint only).
     public var consoleTail: [String]?
 
+    /// Failures of this kernel's run. A crash a rule names is not one (nor is its warning, nor
+    /// the guest's death it caused); one no rule names is.
     public var problems: Int {
-        cells.values.filter { $0.verdict.isProblem }.count + warnings.filter { $0.test == nil }.count + (status.isProblem ? 1 : 0)
+        let knownCrashes = crashes.filter { $0.known != nil }
+        let knownWarning = { (w: AttributedWarning) in knownCrashes.contains { $0.headline == w.warning.headline && $0.lines == w.warning.lines } }
+        let diedOfKnownCrash = status == .guestDied && !knownCrashes.isEmpty && crashes.allSatisfy { $0.known != nil }
+        return cells.values.filter { $0.verdict.isProblem }.count + warnings.filter { $0.test == nil && !knownWarning($0) }.count
+            + (status.isProblem && !diedOfKnownCrash ? 1 : 0) + crashes.filter { $0.known == nil }.count
     }
 
     public var facts: Expectations.KernelFacts {
@@ -153,7 +226,8 @@ public struct Judge {
 
     public init(expectations: Expectations) { self.expectations = expectations }
 
-    public func judge(_ result: inout KernelResult, first: SuiteRun?, retry: SuiteRun?, log: [KernelLogRecord], kernelLogOffset: Double?) {
+    public func judge(_ result: inout KernelResult, first: SuiteRun?, retry: SuiteRun?, log: [KernelLogRecord], kernelLogOffset: Double?,
+                      reports: [String: VerdictRecord] = [:]) {
         let facts = result.facts
         let rules = expectations.rules(for: facts)
         result.notes += rules.compactMap { rule in rule.note.map { "\(rule.kernel): \($0)" } }
@@ -174,7 +248,17 @@ public struct Judge {
                     }
                 }
             }
-            result.warnings.append(AttributedWarning(warning: warning, test: candidates.count == 1 ? candidates[0] : nil, candidates: candidates))
+            let attributed = AttributedWarning(warning: warning, test: candidates.count == 1 ? candidates[0] : nil, candidates: candidates)
+            if warning.isCrash {
+                var crash = KernelCrash(attributed)
+                if let (rule, known) = expectations.knownCrash(crash, on: facts) {
+                    crash.known = "kernel \(rule.kernel): \(known.stack.joined(separator: " ← ")): \(known.why)"
+                    result.crashes.append(crash)
+                    continue  // named by a rule: its warning is no test's failure
+                }
+                result.crashes.append(crash)
+            }
+            result.warnings.append(attributed)
         }
 
         for test in first.tests {
@@ -231,6 +315,13 @@ public struct Judge {
             case .notRun:
                 cell.verdict = .missing
                 cell.detail = "never started: the run ended before it"
+            }
+            if let id = VerdictRecord.reportID(ofTest: test) {
+                if let r = reports[id] {
+                    cell.report = ReportCell(verdict: r.verdict, expected: r.expected, evidence: r.evidence)
+                } else if record.outcome == .skipped {
+                    cell.report = ReportCell(verdict: "NOT APPLICABLE", expected: nil, evidence: record.reason ?? "skipped")
+                }
             }
             if let blamed = result.warnings.first(where: { $0.test == test.id }) {
                 cell.verdict = .warning

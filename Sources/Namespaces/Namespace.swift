@@ -192,9 +192,17 @@ public final class Namespace: @unchecked Sendable, CustomStringConvertible {
             let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
             guard fd >= 0 else { throw SystemCallError("open", context: "sysctl \(key) (\(path))") }
             defer { close(fd) }
-            let text = Array((value + "\n").utf8)
-            guard write(fd, text, text.count) == text.count else {
-                throw SystemCallError("write", context: "sysctl \(key)=\(value)")
+            // A proc handler may answer a write with fewer bytes than it took: Debian's 5.10.218
+            // answers net.ipv6.conf.all.forwarding=1 with 1 (addrconf_fixup_forwarding's "changed"
+            // leaks into the byte count). Such a write has been applied: the value read back decides.
+            let text = Array(value.utf8)
+            let written = write(fd, text, text.count)
+            if written < 0 { throw SystemCallError("write", context: "sysctl \(key)=\(value)") }
+            if written != text.count {
+                let now = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+                guard now == value else {
+                    throw SystemCallError("write", errno: EIO, context: "sysctl \(key)=\(value): the kernel took \(written) of \(text.count) bytes and reads back \(now.map { "\"\($0)\"" } ?? "nothing")")
+                }
             }
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Lab
+import Matrix
 import Topology
 
 /// What a reproduction saw: whether the bug showed, and the evidence in words a kernel
@@ -47,6 +48,8 @@ public enum ReproductionCatalog {
         XfrmiHostToHostLoop.reproduction,
         LibIPsecHostToHost.reproduction,
         ConnmarkInboundSA.reproduction,
+        PolicyOptionalTunnelTemplate.reproduction,
+        SADirection.reproduction,
     ]
 
     public static func reproduction(_ id: String) -> Reproduction? { all.first { $0.id == id } }
@@ -105,6 +108,9 @@ public enum ReportRunner {
         }
         let topology = try Topology.load(path: report.topologyPath(repositoryRoot: repositoryRoot))
         let observation = try await topology.withLab { lab in try await reproduction.steps(lab) }
-        return outcome(ReportVerdict(kind: observation.bugPresent ? .reproduces : .fixed, reason: observation.description))
+        let result = outcome(ReportVerdict(kind: observation.bugPresent ? .reproduces : .fixed, reason: observation.description))
+        // For the matrix's cells (when it asked for them).
+        VerdictRecord(report: report.id, verdict: result.verdict.kind.title, expected: expected.kind.title, evidence: observation.description).append()
+        return result
     }
 }

@@ -9,9 +9,11 @@ struct MatrixCommand: ParsableCommand {
         commandName: "matrix",
         abstract: "Run the test suite on several kernels — the host directly, others in VMs (virtme-ng) — and report tests × kernels.",
         discussion: """
-            Each --kernel is: host (this machine's kernel, no VM); a Debian alias 6.1, 6.1-cloud, 6.1-rt, 6.12, \
-            6.12-cloud, 6.12-rt (the newest such image in /boot; Scripts/install-vm-deps.sh ALIAS installs it); a \
-            release with an image in /boot; or the path of a bzImage (its modules with --modules DIR, matched by release).
+            Each --kernel is: host (this machine's kernel, no VM); an alias of the kernel catalogue \
+            (Fixtures/kernels/kernels.lock: a series 5.10, 6.1, 6.12, 7.2, 7.3-rc, a flavour 6.1-cloud, 6.12-rt, or a \
+            pinned point release 5.10.218, 6.1.176 — fetched into the kernel cache when missing, see `xfrmlab kernels`); \
+            a release with an image in /boot; or the path of a bzImage (its modules with --modules DIR, matched by \
+            release; its config beside it as config-RELEASE or in the modules directory).
 
             Build first (`swift build --build-tests`): the guest runs this build's test binary and xfrmlab over the \
             host's root filesystem. Results come back through a shared directory; the report (text, JSON, JUnit) \
@@ -25,6 +27,9 @@ struct MatrixCommand: ParsableCommand {
 
     @Option(name: .customLong("modules"), help: "The modules directory of a bzImage given by path (repeatable; matched by release).")
     var modules: [String] = []
+
+    @Option(help: "The kernel catalogue's lock (default: Fixtures/kernels/kernels.lock).")
+    var lock: String?
 
     @Option(help: "The per-kernel expectations (default: Fixtures/matrix/expectations.yaml).")
     var expectations: String?
@@ -76,7 +81,7 @@ struct MatrixCommand: ParsableCommand {
 
     func validate() throws {
         if html != nil { return }
-        if kernels.isEmpty { throw ValidationError("give at least one --kernel (host, 6.1, 6.12, 6.1-cloud, a release in /boot, or a bzImage path)") }
+        if kernels.isEmpty { throw ValidationError("give at least one --kernel (host, a catalogue alias such as 5.10, 6.1, 6.12, 7.2 or 5.10.218, a release in /boot, or a bzImage path)") }
         if !["auto", "kvm", "tcg"].contains(accel) { throw ValidationError("--accel must be auto, kvm or tcg") }
         if cpus < 1 { throw ValidationError("--cpus must be at least 1") }
         if timeout < 60 { throw ValidationError("--timeout must be at least 60 seconds") }
@@ -94,7 +99,8 @@ struct MatrixCommand: ParsableCommand {
         }
         try requireRoot()
         let root = repositoryRoot()
-        let resolved = try kernels.map { try KernelCatalog.resolve($0, modules: modules) }
+        let catalogue = try KernelLock.load(path: lock ?? root + "/" + KernelLock.defaultPath)
+        let resolved = try kernels.map { try KernelCatalog.resolve($0, modules: modules, lock: catalogue, log: { warn($0) }) }
         for dir in modules where !resolved.contains(where: { $0.modules == URL(fileURLWithPath: dir).standardized.path || $0.modules?.hasPrefix(URL(fileURLWithPath: dir).standardized.path + "/") == true }) {
             throw ValidationError("--modules \(dir): no --kernel image with a matching release (\(resolved.compactMap(\.release).joined(separator: ", ")))")
         }

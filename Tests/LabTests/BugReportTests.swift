@@ -91,6 +91,13 @@ struct BugReportTests {
           .requires(.esp), .requires(.policyMark), .requires(.nftables), .requires(.conntrackMark), .requires(.nflog))
     func connmarkInboundSa() async throws { try await check("connmark-inbound-sa") }
 
+    @Test("policy-optional-tunnel-template: an outbound policy with an optional tunnel-mode template is refused (3d776e31c841, 6.4 / 6.1.30)",
+          .requires(.xfrmPolicy))
+    func policyOptionalTunnelTemplate() async throws { try await check("policy-optional-tunnel-template") }
+
+    @Test("sa-direction: an SA added with XFRMA_SA_DIR out reports its direction back (a4a87fa4e96c, 6.10)", .requires(.esp))
+    func saDirection() async throws { try await check("sa-direction") }
+
     @Test("libipsec-host-to-host: kernel-libipsec host to host loops into the TUN device without the fwmark options (behaviour)",
           .tags(.daemons), .needsLibIPsecReport)
     func libipsecHostToHost() async throws { try await check("libipsec-host-to-host") }

@@ -112,21 +112,54 @@ struct KernelTests {
         #expect(KernelVersion([6, 1]) == KernelVersion([6, 1, 0]))
     }
 
-    @Test("an alias takes the newest image of its series and flavour, never another's")
+    @Test("the catalogue's aliases name pinned entries: series, flavours, point releases; nothing else")
     func aliases() throws {
+        let lock = try KernelLock.load(path: repositoryURL.path + "/" + KernelLock.defaultPath)
+        #expect(lock.entry(for: "6.1")?.release == lock.kernels.first { $0.name == lock.series["6.1"] }?.release)
+        #expect(lock.entry(for: "5.10.218")?.release == "5.10.0-30-amd64")
+        #expect(lock.entry(for: "6.1-cloud")?.flavour == .cloud && lock.entry(for: "6.1-cloud")?.version == lock.entry(for: "6.1")?.version)
+        #expect(lock.entry(for: "6.12-rt")?.release.hasSuffix("-rt-amd64") == true)
+        #expect(lock.entry(for: "7.2")?.packages.map(\.name).contains { $0.hasPrefix("linux-modules-") } == true)
+        for series in ["5.10", "6.1", "6.12", "7.2", "7.3-rc"] { #expect(lock.entry(for: series) != nil, "\(series)") }
+        #expect(lock.entry(for: "6.2") == nil && lock.entry(for: "6.1-foo") == nil)
+        // Every pin is exact: a package, a version and a checksum.
+        for e in lock.kernels { #expect(e.packages.allSatisfy { !$0.version.isEmpty && $0.sha256.count == 64 }, "\(e.name)") }
         let boot = FileManager.default.temporaryDirectory.appendingPathComponent("xfrmlab-boot-\(getpid())").path
         try FileManager.default.createDirectory(atPath: boot, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: boot) }
-        for name in ["6.1.0-9-amd64", "6.1.0-56-amd64", "6.1.0-56-cloud-amd64", "6.1.0-56-rt-amd64", "6.12.117+deb12-amd64",
-                     "6.12.9+deb12-amd64", "6.12.117+deb12-cloud-amd64"] {
-            FileManager.default.createFile(atPath: "\(boot)/vmlinuz-\(name)", contents: Data())
-        }
-        #expect(KernelCatalog.newest(series: "6.1", flavour: "", boot: boot) == "\(boot)/vmlinuz-6.1.0-56-amd64")
-        #expect(KernelCatalog.newest(series: "6.1", flavour: "cloud", boot: boot) == "\(boot)/vmlinuz-6.1.0-56-cloud-amd64")
-        #expect(KernelCatalog.newest(series: "6.12", flavour: "", boot: boot) == "\(boot)/vmlinuz-6.12.117+deb12-amd64")
-        #expect(KernelCatalog.newest(series: "6.12", flavour: "rt", boot: boot) == nil)
-        #expect(throws: KernelNotFound.self) { try KernelCatalog.resolve("6.12-rt", boot: boot) }
-        #expect(throws: KernelNotFound.self) { try KernelCatalog.resolve("5.10", boot: boot) }
+        #expect(throws: KernelNotFound.self) { try KernelCatalog.resolve("6.2", lock: lock, boot: boot) }
+    }
+
+    @Test("a lock with a mistake is refused with the field: a duplicate name, an alias to nothing, a bad checksum")
+    func badLock() throws {
+        let good = """
+            series: { "6.1": "6.1.192" }
+            kernels:
+              - { name: "6.1.192", flavour: generic, version: "6.1.192", release: 6.1.0-56-amd64, suite: bookworm-security,
+                  packages: [{ name: linux-image-6.1.0-56-amd64, version: "6.1.192-2", size: 1, sha256: \(String(repeating: "a", count: 64)) }] }
+            """
+        #expect(try KernelLock.parse(good, path: "k.lock").entry(for: "6.1")?.name == "6.1.192")
+        let e1 = #expect(throws: KernelLockError.self) { try KernelLock.parse(good.replacingOccurrences(of: "\"6.1\": \"6.1.192\"", with: "\"6.1\": \"6.1.9\""), path: "k.lock") }
+        #expect(e1?.description == "k.lock: series.6.1: \"6.1.9\" is no kernel of the lock")
+        let e2 = #expect(throws: KernelLockError.self) { try KernelLock.parse(good.replacingOccurrences(of: String(repeating: "a", count: 64), with: "abc"), path: "k.lock") }
+        #expect(e2?.description.contains("kernels[0].packages[0].sha256") == true)
+    }
+
+    @Test("a kernel's config is its own: beside the image, in its modules directory, or in its root's /boot — never the host's")
+    func configLookup() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("xfrmlab-cfg-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let modules = root + "/usr/lib/modules/7.2.13+deb14-amd64"
+        try FileManager.default.createDirectory(atPath: modules, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: root + "/boot", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: root + "/boot/vmlinuz-7.2.13+deb14-amd64", contents: Data())
+        #expect(KernelConfig.locate(image: root + "/boot/vmlinuz-7.2.13+deb14-amd64", modules: modules, release: "7.2.13+deb14-amd64") == nil)
+        FileManager.default.createFile(atPath: modules + "/config", contents: Data("CONFIG_9P_FS=m\n".utf8))
+        let found = KernelConfig.locate(image: root + "/boot/vmlinuz-7.2.13+deb14-amd64", modules: modules, release: "7.2.13+deb14-amd64")
+        #expect(found == modules + "/config")
+        #expect(KernelConfig.read(release: "7.2.13+deb14-amd64", path: found)?.options["CONFIG_9P_FS"] == "m")
+        // Another release never gets the running kernel's /proc/config.gz.
+        #expect(KernelConfig.read(release: "5.10.0-30-amd64")?.source != "/proc/config.gz")
     }
 
     @Test("the machine's own release, which has no image, becomes a column that says why, not an error")
@@ -210,11 +243,7 @@ struct ExpectationTests {
 
     @Test("the repository's expectations file loads")
     func repositoryFile() throws {
-        var url = URL(fileURLWithPath: #filePath)
-        while url.path != "/" && !FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) {
-            url.deleteLastPathComponent()
-        }
-        let file = try Expectations.load(path: url.path + "/Fixtures/matrix/expectations.yaml")
+        let file = try Expectations.load(path: repositoryURL.path + "/Fixtures/matrix/expectations.yaml")
         #expect(!file.expectations.isEmpty)
     }
 }
@@ -301,6 +330,59 @@ struct VerdictTests {
         #expect(vm.warnings[2].warning.headline == "refcount_t: underflow; use-after-free.")
         #expect(vm.warnings[0].candidates.isEmpty)
         #expect(vm.problems >= 3)
+    }
+
+    /// The oops a 6.12.118 guest died of during `make test` (2026-12-06), as its kernel log had it.
+    static let oops: [KernelLogRecord] = [
+        "Oops: int3: 0000 [#1] PREEMPT SMP NOPTI",
+        "CPU: 1 UID: 0 PID: 1234 Comm: kworker/1:2 Not tainted 6.12.118+deb12-amd64 #1  Debian 6.12.118-1~deb12u1",
+        "Workqueue: mld mld_ifc_work",
+        "RIP: 0010:NF_HOOK.constprop.0+0x24/0xd0",
+        "Call Trace:",
+        " <TASK>",
+        " ? die+0x36/0x90",
+        " mld_sendpack+0x1a1/0x3a0",
+        " mld_ifc_work+0x2c6/0x590",
+        " process_one_work+0x177/0x330",
+        " </TASK>",
+    ].enumerated().map { KernelLogRecord(sequence: UInt64($0.offset + 1), microseconds: 1_000_000 + UInt64($0.offset), priority: 0, text: $0.element) }
+
+    @Test("a crash is kept with its fingerprint; one no rule names fails the matrix, one a rule names does not — and a rule with the wrong stack names nothing")
+    func crashRules() throws {
+        let oops = KernelLog.warnings(in: Self.oops)
+        #expect(oops.count == 1 && oops[0].isCrash)
+        #expect(oops[0].instructionPointer == "NF_HOOK.constprop.0")
+        #expect(oops[0].stack == ["mld_sendpack", "mld_ifc_work", "process_one_work"], "a `?` guess is no frame")
+        func judged(_ yaml: String) throws -> KernelResult {
+            var vm = emptyResult(kernel("6.12-latest", release: "6.12.118+deb12-amd64"), version: "6.12.118")
+            vm.status = .guestDied
+            Judge(expectations: try Expectations.parse(yaml)).judge(&vm, first: SuiteRun.parse(""), retry: nil, log: Self.oops, kernelLogOffset: nil)
+            return vm
+        }
+        let none = try judged("expectations: []")
+        #expect(none.crashes.count == 1 && none.crashes[0].known == nil && none.problems >= 2)
+        #expect(none.crashes[0].fingerprint.prefix(3) == ["NF_HOOK.constprop.0", "mld_sendpack", "mld_ifc_work"])
+        let rule = """
+            expectations:
+              - kernel: ">=6.12.118 <6.13"
+                crash:
+                  - stack: [NF_HOOK.constprop.0, mld_sendpack, mld_ifc_work]
+                    why: int3 in an MLD report's netfilter hook
+            """
+        let known = try judged(rule)
+        #expect(known.crashes.count == 1 && known.crashes[0].known?.contains("int3 in an MLD report") == true)
+        #expect(known.problems == 0, "the guest died of a crash a rule names")
+        // Injected mismatches: a stack in the wrong order, a function the trace lacks, another kernel.
+        for wrong in [rule.replacingOccurrences(of: "[NF_HOOK.constprop.0, mld_sendpack, mld_ifc_work]", with: "[mld_ifc_work, mld_sendpack]"),
+                      rule.replacingOccurrences(of: "mld_sendpack,", with: "ip6_output,"),
+                      rule.replacingOccurrences(of: ">=6.12.118 <6.13", with: "<6.12.118")] {
+            let judgedWrong = try judged(wrong)
+            #expect(judgedWrong.crashes.first?.known == nil && judgedWrong.problems >= 2, "\(wrong)")
+            let report = MatrixReport(created: Date(), host: "h", accelerator: "tcg", acceleratorReason: "", expectations: "e",
+                                      testBinary: "t", kernels: [judgedWrong])
+            #expect(!report.ok)
+        }
+        #expect(throws: ExpectationsError.self) { try Expectations.parse(rule.replacingOccurrences(of: "stack:", with: "stacks:")) }
     }
 
     @Test("kmsg records parse, with escapes and without continuation lines")
@@ -400,4 +482,13 @@ struct KernelLogRecorderTests {
         let text = try String(contentsOfFile: path, encoding: .utf8)
         #expect(text.contains("xfrmlab-matrix: test \(getpid())"))
     }
+}
+
+/// The repository this test file is in.
+var repositoryURL: URL {
+    var url = URL(fileURLWithPath: #filePath)
+    while url.path != "/" && !FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) {
+        url.deleteLastPathComponent()
+    }
+    return url
 }

@@ -15,6 +15,13 @@ public struct LinkInfo: Sendable, Hashable {
     public var linkNamespaceID: Int32?
     public var hardwareAddress: [UInt8]
     public var statistics: Statistics?
+    /// RFC 2863 operational state (IFLA_OPERSTATE: 0 unknown, 2 down, 3 lower layer down, 6 up).
+    /// The kernel's link watch sets it when it handles a carrier change, in the same step that
+    /// gives the device its real queue (until then, what it sends is dropped).
+    public var operationalState: UInt8?
+
+    /// Up, or a device without a carrier of its own (lo, a tunnel: "unknown").
+    public var isOperational: Bool { operationalState.map { $0 == 6 || $0 == 0 } ?? true }
 
     public struct Statistics: Sendable, Hashable {
         public var rxPackets: UInt64
@@ -42,6 +49,7 @@ public struct LinkInfo: Sendable, Hashable {
         link = attrs[IFLA_LINK]?.i32
         linkNamespaceID = attrs[IFLA_LINK_NETNSID]?.i32
         hardwareAddress = attrs[IFLA_ADDRESS]?.payload ?? []
+        operationalState = attrs[IFLA_OPERSTATE]?.payload.first
         if let info = attrs[IFLA_LINKINFO] {
             kind = try info.children()[IFLA_INFO_KIND]?.string
         }
