@@ -189,7 +189,17 @@ public final class Libreswan: IKEDaemon, @unchecked Sendable {
         while true {
             if access(controlSocket, F_OK) == 0, let r = try? whack(["--status"], timeout: 10) {
                 said = r.standardOutput
-                if r.succeeded && r.standardOutput.contains("\"\(configuration.name)\":") { return }
+                if r.succeeded && r.standardOutput.contains("\"\(configuration.name)\":") {
+                    // addconn loads the connection and only then tells pluto to listen: an initiate
+                    // in between is refused ("need --listen before --initiate", seen with two suites
+                    // at once). Listening again is harmless, and after it pluto has its interfaces.
+                    let listen = try whack(["--listen"], timeout: 10)
+                    guard listen.succeeded else {
+                        throw DaemonError(.start, "\(self): whack --listen failed (exit \(listen.status)): \(listen.standardOutput)\(listen.standardError)",
+                                          logs: instance.logExcerpts())
+                    }
+                    return
+                }
             }
             guard instance.isRunning else {
                 throw DaemonError(.start, "\(self): pluto exited during start-up (\(instance.exitDescription))",

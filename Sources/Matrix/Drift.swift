@@ -12,25 +12,24 @@ public enum DebianKernels {
         guard let range = first.range(of: pinned.release) else { throw KernelLockError("\(first) does not name its release \(pinned.release)") }
         let prefix = String(first[..<range.lowerBound]), suffix = String(first[range.upperBound...])
         let pattern = "^" + escape(prefix) + releasePattern(pinned.release) + escape(suffix) + "$"
-        let candidates = try apt.newest(matching: pattern).filter { !$0.version.isEmpty }
+        let candidates = try apt.versions(matching: pattern)
         guard let best = candidates.max(by: { older($0.version, than: $1.version) }) else { return pinned }
         let release = String(best.name.dropFirst(prefix.count).dropLast(suffix.count))
         var entry = pinned
         entry.release = release
         entry.version = upstream(best.version)
         entry.name = entry.version
+        entry.suite = best.suite
         entry.packages = []
         for p in pinned.packages {
             let name = p.name.replacingOccurrences(of: pinned.release, with: release)
             let show = try Process.execute(["apt-cache"] + apt.options + ["show", "\(name)=\(best.version)"], timeout: 60)
             guard show.succeeded else { throw KernelLockError("apt-cache show \(name)=\(best.version): \(show.standardError)") }
-            let fields = Dictionary(show.standardOutput.split(separator: "\n").compactMap { line -> (String, String)? in
-                guard let colon = line.firstIndex(of: ":") else { return nil }
-                return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
-            }, uniquingKeysWith: { a, _ in a })
-            let policy = try Process.execute(["apt-cache"] + apt.options + ["madison", name], timeout: 60).standardOutput
-            if let suite = policy.split(separator: "\n").first(where: { $0.contains(best.version) })?.split(separator: "|").last?
-                .split(separator: " ").dropFirst().first?.split(separator: "/").first { entry.suite = String(suite) }
+            var fields: [String: String] = [:]
+            for line in show.standardOutput.split(separator: "\n") {
+                guard let colon = line.firstIndex(of: ":"), fields[String(line[..<colon])] == nil else { continue }
+                fields[String(line[..<colon])] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
             entry.packages.append(KernelLock.Package(name: name, version: best.version, size: Int(fields["Size"] ?? "") ?? 0, sha256: fields["SHA256"] ?? ""))
         }
         return entry
@@ -60,9 +59,12 @@ public enum DebianKernels {
         return base.replacingOccurrences(of: "~", with: "-")
     }
 
-    /// Debian's version order (dpkg --compare-versions).
+    /// Debian's version order (dpkg --compare-versions), after the upstream version (which
+    /// settles all but ties without a process).
     static func older(_ a: String, than b: String) -> Bool {
-        (try? Process.execute(["dpkg", "--compare-versions", a, "lt", b], timeout: 10))?.succeeded == true
+        if a == b { return false }
+        if let x = KernelVersion(parsing: a), let y = KernelVersion(parsing: b), x != y { return x < y }
+        return (try? Process.execute(["dpkg", "--compare-versions", a, "lt", b], timeout: 10))?.succeeded == true
     }
 }
 

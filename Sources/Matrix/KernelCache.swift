@@ -157,14 +157,18 @@ public struct PrivateApt: Sendable {
         return target + "/" + deb
     }
 
-    /// The newest version of each package whose name matches `pattern` (a regular expression).
-    public func newest(matching pattern: String) throws -> [(name: String, version: String)] {
+    /// Every version of every package whose name matches `pattern` (a regular expression), with
+    /// the suite serving it: one `apt-cache madison` over all the names.
+    public func versions(matching pattern: String) throws -> [(name: String, version: String, suite: String)] {
         let r = try Process.execute(["apt-cache"] + options + ["search", "--names-only", pattern], timeout: 120)
         let names = r.standardOutput.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
-        return try names.map { name in
-            let policy = try Process.execute(["apt-cache"] + options + ["policy", name], timeout: 60).standardOutput
-            let candidate = policy.split(separator: "\n").first { $0.contains("Candidate:") }?.split(separator: ":", maxSplits: 1).last
-            return (name, candidate.map { $0.trimmingCharacters(in: .whitespaces) } ?? "")
+        guard !names.isEmpty else { return [] }
+        let madison = try Process.execute(["apt-cache"] + options + ["madison"] + names, timeout: 120)
+        // `linux-image-6.1.0-57-amd64 | 6.1.192-3 | http://… bookworm-security/main amd64 Packages`
+        return madison.standardOutput.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard fields.count == 3, let suite = fields[2].split(separator: " ").dropFirst().first?.split(separator: "/").first else { return nil }
+            return (fields[0], fields[1], String(suite))
         }
     }
 

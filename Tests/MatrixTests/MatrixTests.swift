@@ -130,6 +130,21 @@ struct KernelTests {
         #expect(throws: KernelNotFound.self) { try KernelCatalog.resolve("6.2", lock: lock, boot: boot) }
     }
 
+    @Test("the drift report looks for the same line of builds: another ABI number or point release, never another flavour or series")
+    func driftPatterns() throws {
+        for (release, name, matches) in [
+            ("6.1.0-56-amd64", "6.1.0-57-amd64", true), ("6.1.0-56-amd64", "6.1.0-57-cloud-amd64", false),
+            ("6.12.117+deb12-amd64", "6.12.118+deb12-amd64", true), ("6.12.117+deb12-amd64", "6.12.118+deb13-amd64", false),
+            ("5.10.0-46-amd64", "5.10.0-47-amd64", true), ("5.10.0-46-amd64", "6.1.0-47-amd64", false),
+            ("7.3-amd64", "7.3-amd64", true),
+        ] {
+            let pattern = "^" + DebianKernels.releasePattern(release) + "$"
+            #expect((name.range(of: pattern, options: .regularExpression) != nil) == matches, "\(release) ~ \(name)")
+        }
+        #expect(DebianKernels.upstream("7.3~rc7-1~exp1") == "7.3-rc7" && DebianKernels.upstream("6.1.192-3") == "6.1.192")
+        #expect(DebianKernels.older("6.1.170-3", than: "6.1.192-2") && !DebianKernels.older("6.12.118-1~deb12u1", than: "6.12.117-1~deb12u1"))
+    }
+
     @Test("a lock with a mistake is refused with the field: a duplicate name, an alias to nothing, a bad checksum")
     func badLock() throws {
         let good = """
