@@ -30,10 +30,15 @@ rows = len(report.get("rows", []))
 rendered = len(re.findall(r'<tr[^>]*class="[^"]*\btest\b', dom)) or len(re.findall(r'<td class="name"', dom))
 if rows and rendered < rows:
     problems.append(f"{rows} tests in report.json, {rendered} rows rendered")
+# Every bug report's verdict (REPRODUCES, FIXED, NOT APPLICABLE) is on the page, in its cell.
+verdicts = sum(1 for k in report.get("kernels", []) for c in k.get("cells", {}).values() if c.get("report"))
+shown = len(re.findall(r'<span class="report">', dom))
+if shown < verdicts:
+    problems.append(f"{verdicts} report verdicts in report.json, {shown} on the rendered page")
 png = os.path.join(d, "report.png")
 if not os.path.exists(png) or os.path.getsize(png) < 10000:
     problems.append("no screenshot (or a blank one)")
 if problems:
     print("check-report: " + "; ".join(problems)); sys.exit(1)
-print(f"check-report: Chromium rendered {d}/report.html: {verdict}, {len(report.get('kernels', []))} kernels, {rendered} test rows; screenshot {png}")
+print(f"check-report: Chromium rendered {d}/report.html: {verdict}, {len(report.get('kernels', []))} kernels, {rendered} test rows, {shown} report verdicts; screenshot {png}")
 PY

@@ -125,7 +125,13 @@ extension MatrixReport {
             h.append("<p><code>\(e(k.procVersion ?? k.kernel.banner ?? k.release ?? ""))</code></p>")
             h.append("<p>\(k.kernel.source == .host ? "on the host, no VM" : "VM, \(e(k.accelerator.uppercased()))"); boot to first test \(seconds(k.timings.bootToFirstTest)), suite \(seconds(k.timings.suite)), wall \(seconds(k.timings.wall))</p>")
             if let note = k.probeNote { h.append("<p>probe: \(e(note))</p>") }
+            if let pinned = k.kernel.pinned {
+                h.append("<p class=\"note\">pinned by the catalogue as \(e(pinned)): \(e((k.kernel.packages ?? []).joined(separator: ", ")))</p>")
+            }
             for note in k.notes { h.append("<p class=\"note\">note: \(e(note))</p>") }
+            for c in k.crashes {
+                h.append("<div class=\"problem\"><p><span class=\"v-fail\">CRASH</span> \(e(c.summary))</p><pre>\(e(c.lines.joined(separator: "\n")))</pre></div>")
+            }
             let problemCells = k.cells.filter { $0.value.verdict.isProblem || $0.value.verdict == .flaky }.sorted { $0.key < $1.key }
             if !problemCells.isEmpty {
                 h.append("<h3>Problems</h3>")

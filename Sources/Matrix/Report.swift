@@ -209,8 +209,12 @@ public struct MatrixReport: Codable, Sendable {
                 return n == 0 ? nil : "\(n) \(v.rawValue)"
             }
             out.append("    " + (counts.isEmpty ? "no test results" : counts.joined(separator: ", ")))
+            if let pinned = k.kernel.pinned {
+                out.append("    pinned by the catalogue as \(pinned): \((k.kernel.packages ?? []).joined(separator: ", "))")
+            }
             if let probeNote = k.probeNote { out.append("    probe: \(probeNote)") }
             for note in k.notes { out.append("    note: \(line(note, 400))") }
+            for c in k.crashes { out.append("    CRASH: \(line(c.summary, 400))") }
             for w in k.warnings {
                 let blame = w.test.map { "during \($0)" } ?? (w.candidates.isEmpty ? "outside any test" : "while \(w.candidates.count) tests ran: \(w.candidates.joined(separator: ", "))")
                 out.append("    kernel warning \(blame):")

@@ -205,10 +205,9 @@ public struct KernelResult: Codable, Sendable {
     /// Failures of this kernel's run. A crash a rule names is not one (nor is its warning, nor
     /// the guest's death it caused); one no rule names is.
     public var problems: Int {
-        let knownCrashes = crashes.filter { $0.known != nil }
-        let knownWarning = { (w: AttributedWarning) in knownCrashes.contains { $0.headline == w.warning.headline && $0.lines == w.warning.lines } }
-        let diedOfKnownCrash = status == .guestDied && !knownCrashes.isEmpty && crashes.allSatisfy { $0.known != nil }
-        return cells.values.filter { $0.verdict.isProblem }.count + warnings.filter { $0.test == nil && !knownWarning($0) }.count
+        // (The judge keeps a known crash's warning out of `warnings`.)
+        let diedOfKnownCrash = status == .guestDied && !crashes.isEmpty && crashes.allSatisfy { $0.known != nil }
+        return cells.values.filter { $0.verdict.isProblem }.count + warnings.filter { $0.test == nil }.count
             + (status.isProblem && !diedOfKnownCrash ? 1 : 0) + crashes.filter { $0.known == nil }.count
     }
 

@@ -79,7 +79,7 @@ struct KernelsCommand: ParsableCommand {
         @Flag(name: .customLong("run"), help: "Fetch the newest kernels and run the matrix on them beside the pinned ones.")
         var runMatrix = false
         @Option(help: "Tests to run with --run (the matrix's --filter; default: the bug reports and scenarios).")
-        var filter: [String] = ["BugReport|Scenario|MarkInheritance|DaemonFwmark|OverlappingSubnets"]
+        var filter: [String] = ["BugReport|Scenario|MarkInheritance|OverlappingSubnets"]
         @Option(help: "Where the matrix writes (default: .build/matrix/drift-DATE-TIME).")
         var output: String?
 

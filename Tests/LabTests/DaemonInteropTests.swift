@@ -52,23 +52,9 @@ struct DaemonInteropTests {
         try await run(c, style: .vti(key: 0x20))
     }
 
-    @Test("route-based tunnel through xfrm interfaces", .requires(.xfrmInterface), arguments: cases())
-    func xfrmInterface(_ c: Case) async throws {
-        try await run(c, style: .xfrmInterface(id: 7))
-    }
-
-    @Test("certificates from a per-run CA instead of a PSK", arguments: DaemonPair.all)
-    func certificates(_ pair: DaemonPair) async throws {
-        try await run(Case(pair: pair, family: .ipv4), style: .policy, certificates: true)
-    }
-
-    @Test("a rekey on demand replaces the child SA in the kernel, and traffic follows it", arguments: DaemonPair.all)
-    func rekey(_ pair: DaemonPair) async throws {
-        try await run(Case(pair: pair, family: .ipv4), style: .policy, rekey: true)
-    }
-
-    @Test("a topology file's `ike:` tunnel: the lab leaves it to the daemons, which bring it up with certificates",
-          .requires(.xfrmInterface))
+    /// The xfrm-interface, certificate, rekey and topology-file cases: `DaemonInteropMoreTests`
+    /// runs them beside this suite (each suite one pair at a time, so two pairs at once: under
+    /// TCG the cases wait on the daemons more than they use the CPU).
     func fromTopologyFile() async throws {
         let topology = try Topology.load(path: topologyFile("west-east-ike"))
         try await topology.withLab { lab in
@@ -224,5 +210,34 @@ struct DaemonInteropTests {
             #expect((out + inbound).allSatisfy { $0.interfaceID == id }, "\(who): SA if_ids: \(out + inbound)")
             #expect((outPolicies + inPolicies).allSatisfy { $0.interfaceID == id }, "\(who): policy if_ids: \(outPolicies + inPolicies)")
         }
+    }
+}
+
+/// The second half of the interop cases, run beside `DaemonInteropTests`.
+@Suite("IKE daemons with each other (kernel ESP): xfrm interfaces, certificates, rekey, topology files", .serialized,
+       .tags(.privileged, .daemons, .vm), .needsNamespaces, .needsDaemon(.strongSwan), .needsDaemon(.libreswan), .requires(.esp))
+struct DaemonInteropMoreTests {
+    typealias Case = DaemonInteropTests.Case
+    let interop = DaemonInteropTests()
+
+    @Test("route-based tunnel through xfrm interfaces", .requires(.xfrmInterface), arguments: DaemonInteropTests.cases())
+    func xfrmInterface(_ c: Case) async throws {
+        try await interop.run(c, style: .xfrmInterface(id: 7))
+    }
+
+    @Test("certificates from a per-run CA instead of a PSK", arguments: DaemonPair.all)
+    func certificates(_ pair: DaemonPair) async throws {
+        try await interop.run(Case(pair: pair, family: .ipv4), style: .policy, certificates: true)
+    }
+
+    @Test("a rekey on demand replaces the child SA in the kernel, and traffic follows it", arguments: DaemonPair.all)
+    func rekey(_ pair: DaemonPair) async throws {
+        try await interop.run(Case(pair: pair, family: .ipv4), style: .policy, rekey: true)
+    }
+
+    @Test("a topology file's `ike:` tunnel: the lab leaves it to the daemons, which bring it up with certificates",
+          .requires(.xfrmInterface))
+    func fromTopologyFile() async throws {
+        try await interop.fromTopologyFile()
     }
 }
