@@ -68,8 +68,9 @@ public enum DebianKernels {
     }
 }
 
-public enum YAMLLockWriter {
-    public static func yaml(_ lock: KernelLock) throws -> String { try YAMLEncoder().encode(lock) }
+extension KernelLock {
+    /// The lock as YAML, as Fixtures/kernels/kernels.lock is written (drift writes one of its own).
+    public func yaml() throws -> String { try YAMLEncoder().encode(self) }
 }
 
 /// What changed between pinned kernels and Debian's newest builds of the same series, from one

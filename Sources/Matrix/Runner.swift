@@ -224,9 +224,17 @@ public final class MatrixRunner {
                     """
                 try Data(body.utf8).write(to: URL(fileURLWithPath: script))
                 chmod(script, 0o755)
-                let machine = VirtualMachine(.init(kernel: kernel, accelerator: accelerator, cpus: options.cpus, memory: options.memory,
-                                                   resultsDirectory: results, workDirectory: directory + "/vm", command: script,
-                                                   consoleLog: directory + "/console.log", consoleLevel: options.console ? 7 : 2))
+                var configuration = VirtualMachine.Configuration(
+                    kernel: kernel, accelerator: accelerator, cpus: options.cpus, memory: options.memory,
+                    resultsDirectory: results, workDirectory: directory + "/vm", command: script,
+                    consoleLog: directory + "/console.log", consoleLevel: options.console ? 7 : 2)
+                // 9p before 6.1 pays for the whole msize on every request (`Initramfs`): 64 KiB
+                // made 5.10's execs and lookups as cheap as 6.1's.
+                if let version = KernelVersion.of(release: kernel.release, banner: kernel.banner), version < KernelVersion([6, 1]) {
+                    configuration.ninePMessageSize = 65536
+                    configuration.xfrmlab = options.xfrmlab
+                }
+                let machine = VirtualMachine(configuration)
                 try machine.start()
                 vm = machine
             }

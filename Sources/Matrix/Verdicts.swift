@@ -194,7 +194,7 @@ public struct KernelResult: Codable, Sendable {
     public var only: [String]? = nil
     public var warnings: [AttributedWarning]
     /// Oopses, BUGs and panics among the warnings, with their fingerprints and the rules that know them.
-    public var crashes: [KernelCrash] = []
+    @EmptyWhenAbsent public var crashes: [KernelCrash] = []
     /// Expectation notes of the rules that applied, and anything else worth a line.
     public var notes: [String]
     /// Directory with the raw results.
@@ -379,5 +379,24 @@ public enum ProbeTable {
         if value is NSNull { return "null" }
         if let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]) { return String(decoding: data, as: UTF8.self) }
         return "\(value)"
+    }
+}
+
+/// A list that decodes as empty when its key is missing, so that a report.json written before the
+/// list existed still reads (`xfrmlab matrix --html` over an old run).
+@propertyWrapper
+public struct EmptyWhenAbsent<Element: Codable & Sendable>: Codable, Sendable {
+    public var wrappedValue: [Element]
+    public init(wrappedValue: [Element]) { self.wrappedValue = wrappedValue }
+    public init(from decoder: Decoder) throws { wrappedValue = try decoder.singleValueContainer().decode([Element].self) }
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(wrappedValue)
+    }
+}
+
+extension KeyedDecodingContainer {
+    public func decode<E>(_ type: EmptyWhenAbsent<E>.Type, forKey key: Key) throws -> EmptyWhenAbsent<E> {
+        EmptyWhenAbsent(wrappedValue: try decodeIfPresent([E].self, forKey: key) ?? [])
     }
 }

@@ -57,6 +57,10 @@ public final class VirtualMachine {
         /// The kernel's console loglevel: 2 (emergencies and alerts: a panic's reason, an oops'
         /// first line) costs little under TCG; 7 (everything) slows the boot by seconds.
         public var consoleLevel: Int
+        /// The 9p msize the guest mounts the host's root with, when not vng's own (`Initramfs`),
+        /// and the xfrmlab that rewrites vng's initramfs for it.
+        public var ninePMessageSize: Int? = nil
+        public var xfrmlab: String? = nil
 
         public init(kernel: Kernel, accelerator: Accelerator, cpus: Int, memory: String, resultsDirectory: String,
                     workDirectory: String, command: String, consoleLog: String, consoleLevel: Int = 2) {
@@ -84,6 +88,10 @@ public final class VirtualMachine {
         var args = [vng, "--run", image, "--user", "root", "--name", "xfrmlab-matrix",
                     "--cpus", String(c.cpus), "--memory", c.memory, "--verbose", "--append", "loglevel=\(c.consoleLevel)",
                     "--qemu", qemuWrapper, "--rwdir", c.resultsDirectory]
+        // The crypto manager's self-tests run when a cipher is first used, in the first test to
+        // add an SA; under TCG they cost seconds per algorithm, and a broken cipher would fail
+        // the ESP tests anyway.
+        args += ["--append", "cryptomgr.notests=1"]
         if c.accelerator == .tcg { args.append("--disable-kvm") }
         return args + ["--", c.command]
     }
@@ -122,6 +130,24 @@ public final class VirtualMachine {
             throw VirtualMachineError("qemu-system-x86_64 not found: `Scripts/install-vm-deps.sh` installs qemu-system-x86")
         }
         let wrapper = c.workDirectory + "/qemu"
+        // vng passes its initramfs as -initrd PATH; with another msize, a rewritten copy instead.
+        var initramfsRewrite = ""
+        if let size = c.ninePMessageSize, let xfrmlab = c.xfrmlab {
+            let copy = c.workDirectory + "/initramfs"
+            initramfsRewrite = """
+                n=$#; next=
+                for a in "$@"; do
+                    if [ -n "$next" ]; then
+                        \(shellQuote(xfrmlab)) matrix-initramfs --msize \(size) "$a" \(shellQuote(copy)) || exit 1
+                        a=\(shellQuote(copy)); next=
+                    fi
+                    [ "$a" = -initrd ] && next=1
+                    set -- "$@" "$a"
+                done
+                shift "$n"
+
+                """
+        }
         // qemu dies with this process, whatever kills it: vng runs qemu under a shell and
         // virtme-run, which pass no parent-death signal on, so a watchdog beside qemu checks
         // once a second that this process still lives.
@@ -131,7 +157,7 @@ public final class VirtualMachine {
             me=$$
             ( while kill -0 \(getpid()) 2>/dev/null && kill -0 "$me" 2>/dev/null; do sleep 1; done
               kill -9 "$me" 2>/dev/null ) </dev/null >/dev/null 2>&1 &
-            exec \(qemu) "$@"
+            \(initramfsRewrite)exec \(qemu) "$@"
 
             """
         try Data(body.utf8).write(to: URL(fileURLWithPath: wrapper))

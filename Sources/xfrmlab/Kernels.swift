@@ -109,7 +109,7 @@ struct KernelsCommand: ParsableCommand {
             var driftLock = lock
             for d in drifted { var e = d.latest; e.name = d.alias + "-latest"; driftLock.kernels.append(e) }
             let lockPath = out + "/drift.lock"
-            try Data(try YAMLLockWriter.yaml(driftLock).utf8).write(to: URL(fileURLWithPath: lockPath))
+            try Data(try driftLock.yaml().utf8).write(to: URL(fileURLWithPath: lockPath))
             var arguments = [selfPath(), "matrix", "--lock", lockPath, "--output", out + "/matrix"]
             for d in drifted { arguments += ["--kernel", d.alias, "--kernel", d.alias + "-latest"] }
             for f in filter { arguments += ["--filter", f] }

@@ -202,6 +202,24 @@ struct MatrixGuest: ParsableCommand {
     }
 }
 
+/// vng's initramfs with another 9p msize (`Initramfs`): the qemu wrapper of `xfrmlab matrix`
+/// runs it on the -initrd vng made.
+struct MatrixInitramfs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "matrix-initramfs",
+        abstract: "Copy vng's initramfs with another msize in its 9p root mount (for `xfrmlab matrix` on kernels before 6.1).",
+        shouldDisplay: false)
+
+    @Option(help: "The 9p msize.") var msize: Int
+    @Argument var input: String
+    @Argument var output: String
+
+    func run() throws {
+        let archive = try Data(contentsOf: URL(fileURLWithPath: input))
+        try Initramfs.settingNinePMessageSize(archive, to: msize).write(to: URL(fileURLWithPath: output))
+    }
+}
+
 /// This executable's path (/proc/self/exe, as the guest sees the same file).
 func selfPath() -> String {
     (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]

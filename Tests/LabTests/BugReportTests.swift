@@ -75,7 +75,7 @@ struct BugReportTests {
           .requires(.xfrmPolicy), .disposableKernel)
     func migrateDirection() async throws { try await check("migrate-direction") }
 
-    @Test("vti-mark-preserved: VTI keeps the packet's mark on transmit and restores it after receive (7e13318daa4a, 4c38255892c0, 4.2)",
+    @Test("vti-mark-preserved: VTI keeps the packet's mark on transmit and restores it after receive (behaviour)",
           .requires(.esp), .requires(.vti), .requires(.nflog))
     func vtiMarkPreserved() async throws { try await check("vti-mark-preserved") }
 

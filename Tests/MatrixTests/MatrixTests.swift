@@ -362,6 +362,18 @@ struct VerdictTests {
         " </TASK>",
     ].enumerated().map { KernelLogRecord(sequence: UInt64($0.offset + 1), microseconds: 1_000_000 + UInt64($0.offset), priority: 0, text: $0.element) }
 
+    @Test("a kernel result written before crashes were recorded still reads, with none")
+    func resultWithoutCrashesReads() throws {
+        var result = emptyResult(kernel("6.1", release: "6.1.0-56-amd64"), version: "6.1.192")
+        result.crashes = [KernelCrash(AttributedWarning(warning: KernelLog.warnings(in: Self.oops)[0], test: nil, candidates: []))]
+        let encoded = try JSONSerialization.jsonObject(with: JSONEncoder().encode(result)) as! [String: Any]
+        #expect((encoded["crashes"] as? [Any])?.count == 1)
+        var old = encoded
+        old.removeValue(forKey: "crashes")
+        let decoded = try JSONDecoder().decode(KernelResult.self, from: JSONSerialization.data(withJSONObject: old))
+        #expect(decoded.crashes.isEmpty && decoded.release == "6.1.0-56-amd64")
+    }
+
     @Test("a crash is kept with its fingerprint; one no rule names fails the matrix, one a rule names does not — and a rule with the wrong stack names nothing")
     func crashRules() throws {
         let oops = KernelLog.warnings(in: Self.oops)
@@ -506,4 +518,54 @@ var repositoryURL: URL {
         url.deleteLastPathComponent()
     }
     return url
+}
+
+@Suite("vng's initramfs with another 9p msize")
+struct InitramfsTests {
+    /// A cpio "newc" archive as vng writes one: each entry a header, its name, its data.
+    static func archive(_ files: [(String, String)]) -> Data {
+        var out = Data()
+        func pad() { while out.count % 4 != 0 { out.append(0) } }
+        for (i, (name, body)) in (files + [("TRAILER!!!", "")]).enumerated() {
+            let fields = [i + 1, 0o100644, 0, 0, 1, 0, body.utf8.count, 0, 0, 0, 0, name.utf8.count + 1, 0]
+            out += Data(("070701" + fields.map { String(format: "%08X", $0) }.joined()).utf8)
+            out += Data(name.utf8) + Data([0])
+            pad()
+            out += Data(body.utf8)
+            pad()
+        }
+        return out
+    }
+
+    static func files(_ data: Data) -> [String: String] {
+        let bytes = [UInt8](data)
+        var at = 0, files: [String: String] = [:]
+        while at + 110 <= bytes.count, String(decoding: bytes[at..<at + 6], as: UTF8.self) == "070701" {
+            func field(_ i: Int) -> Int { Int(String(decoding: bytes[(at + 6 + 8 * i)..<(at + 14 + 8 * i)], as: UTF8.self), radix: 16)! }
+            let size = field(6), nameSize = field(11)
+            let name = String(decoding: bytes[(at + 110)..<(at + 109 + nameSize)], as: UTF8.self)
+            let start = (at + 110 + nameSize + 3) & ~3
+            files[name] = String(decoding: bytes[start..<start + size], as: UTF8.self)
+            at = (start + size + 3) & ~3
+        }
+        return files
+    }
+
+    @Test("the root mount's msize is changed, the entry's size with it, every other file as it was")
+    func rewrite() throws {
+        let mount = "mount -n -t 9p -o rw,version=9p2000.L,trans=virtio,access=any,msize=524288 /dev/root /newroot/\n"
+        let original = Self.archive([("init", "#!/bin/sh\n" + mount + "exec switch_root\n"), ("modules/load_all.sh", "insmod 9p.ko\n")])
+        let rewritten = try Initramfs.settingNinePMessageSize(original, to: 65536)
+        let files = Self.files(rewritten)
+        #expect(files["init"] == "#!/bin/sh\n" + mount.replacingOccurrences(of: "msize=524288", with: "msize=65536") + "exec switch_root\n")
+        #expect(files["modules/load_all.sh"] == "insmod 9p.ko\n")
+        #expect(files["TRAILER!!!"] == "")
+    }
+
+    @Test("an initramfs without vng's mount, or not a newc archive, is refused with the reason")
+    func refusals() {
+        #expect(throws: InitramfsError.self) { try Initramfs.settingNinePMessageSize(Self.archive([("init", "mount /\n")]), to: 65536) }
+        let gzip = Data([0x1f, 0x8b, 8, 0] + [UInt8](repeating: 0, count: 200))
+        #expect(throws: InitramfsError.self) { try Initramfs.settingNinePMessageSize(gzip, to: 65536) }
+    }
 }

@@ -4,11 +4,12 @@ import Lab
 import Netlink
 import Probes
 
-/// VTI's key doubles as the XFRM mark. Before Linux 4.2 VTI wrote the key into the packet's own
-/// mark on transmit (7e13318daa4a) and left it there after receive (4c38255892c0), so a mark the
-/// sender or a firewall had set was lost, and the key leaked into later routing and filtering.
-/// Seen in the NFLOG trace: the ESP packet leaving west keeps the sender's mark 0x5 (not the key
-/// 0x10), and the decrypted packet reaching east's INPUT has east's mark (0), not the key.
+/// VTI's key doubles as the XFRM mark, and acts only there: the receive path sets the packet's
+/// mark to the key around the policy check and restores it afterwards, the transmit path puts the
+/// key into the flow's mark only. (Early VTI code left the key on the received packet; the commit
+/// ids this report once gave for the change were wrong, so it is kept as a behaviour, see
+/// report.yaml.) Seen in the NFLOG trace: the ESP packet leaving west keeps the sender's mark 0x5
+/// (not the key 0x10), and the decrypted packet reaching east's INPUT has east's mark (0), not the key.
 enum VtiMarkPreserved {
     static let reproduction = Reproduction("vti-mark-preserved") { lab in
         let west = try lab.namespace("west"), east = try lab.namespace("east")

@@ -4,7 +4,7 @@ import Lab
 import Netlink
 
 /// `ip link add ipsec0 type xfrm external`: one device for every if_id, chosen per packet
-/// (collect-metadata mode, abd1b5ba7b6b, Linux 6.2). Older kernels do not know the flag: with
+/// (collect-metadata mode, abc340b38ba2, Linux 6.1). Older kernels do not know the flag: with
 /// no if_id they refuse the device ("if_id must be non zero"), or take it as an ordinary one.
 /// Not a bug fix but a feature: its verdict is REPRODUCES where the mode is missing.
 enum XfrmiExternalMode {
