@@ -104,6 +104,22 @@ public enum KernelLog {
 
     static func isWarning(_ text: String) -> Bool { warningPatterns.contains { text.contains($0) } }
 
+    /// The console's `[   12.345678] text` lines logged after `microseconds`, as records (their
+    /// priority unknown: 4). A panic stops a guest before its log recorder writes another line,
+    /// but the console has it: an oops or a panic makes the console verbose, whatever its loglevel.
+    public static func consoleRecords(_ console: String, after microseconds: UInt64, sequence: UInt64) -> [KernelLogRecord] {
+        var records: [KernelLogRecord] = []
+        for line in console.split(whereSeparator: \.isNewline) {
+            guard line.first == "[", let close = line.firstIndex(of: "]"),
+                  let seconds = Double(line[line.index(after: line.startIndex)..<close].trimmingCharacters(in: .whitespaces)) else { continue }
+            let usec = UInt64((seconds * 1_000_000).rounded())
+            guard usec > microseconds else { continue }
+            let text = line[line.index(after: close)...].drop { $0 == " " }
+            records.append(KernelLogRecord(sequence: sequence + UInt64(records.count) + 1, microseconds: usec, priority: 4, text: String(text)))
+        }
+        return records
+    }
+
     /// Control characters and backslashes as `\xNN`, as /dev/kmsg itself writes them.
     static func escape(_ text: String) -> String {
         String(text.unicodeScalars.map { $0.value < 0x20 || $0 == "\\" ? String(format: "\\x%02x", $0.value) : String($0) }.joined())

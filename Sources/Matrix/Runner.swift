@@ -113,8 +113,11 @@ public final class MatrixRunner {
     /// kernel log), and the test that ran when it died, with those that never started, runs again
     /// in a fresh guest — which says whether the crash recurs, and gives the rest their verdicts.
     func rerunAfterDeath(_ result: inout KernelResult, tests: inout [TestRecord], kernel: Kernel, index: Int, accelerator: Accelerator) {
-        let unfinished = result.cells.filter { $0.value.verdict == .didNotFinish || $0.value.verdict == .missing }.map(\.key).sorted()
-        let crashed = result.cells.filter { $0.value.verdict == .didNotFinish }.map(\.key)
+        // A test that never ended, whatever its cell says: the crash's warning, blamed on it, makes
+        // its cell WARN (the crash drill showed it).
+        let neverEnded = Set(tests.filter { $0.outcome == .didNotFinish }.map(\.id))
+        let crashed = result.cells.filter { neverEnded.contains($0.key) || $0.value.verdict == .didNotFinish }.map(\.key)
+        let unfinished = result.cells.filter { crashed.contains($0.key) || $0.value.verdict == .missing }.map(\.key).sorted()
         // No test results at all (it died before the first test): nothing to name, so the whole selection again.
         let filters = unfinished.isEmpty && result.cells.isEmpty ? nil : unfinished.map(SuiteRun.filter(for:))
         guard filters?.isEmpty != true else { return }
@@ -206,6 +209,7 @@ public final class MatrixRunner {
                     # Run inside the guest by vng: the suite, with results into this directory.
                     export PATH='\(path)'
                     export TMPDIR=/tmp
+                    \(ProcessInfo.processInfo.environment["XFRMLAB_CRASH_DRILL"] == "1" ? "export XFRMLAB_CRASH_DRILL=1  # make crash-drill" : "")
                     # vng's init leaves 1024 open files (hard 4096); a root shell on a workstation has
                     # far more, and the large-topology tests need more than 1024.
                     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -371,6 +375,10 @@ public final class MatrixRunner {
            result.config.isEmpty || kernel.config != nil {
             result.config = KernelConfig.highlights(config.options)
             result.configSource = config.source
+        }
+        if result.status == .guestDied, !isHost {
+            let console = (try? String(contentsOfFile: directory + "/console.log", encoding: .utf8)) ?? ""
+            log += KernelLog.consoleRecords(console, after: log.last?.microseconds ?? 0, sequence: log.last?.sequence ?? 0)
         }
         if let first, first.tests.isEmpty == false {
             judge.judge(&result, first: first, retry: retry, log: log, kernelLogOffset: record?.kernelLogOffset,

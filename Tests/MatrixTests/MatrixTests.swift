@@ -362,6 +362,29 @@ struct VerdictTests {
         " </TASK>",
     ].enumerated().map { KernelLogRecord(sequence: UInt64($0.offset + 1), microseconds: 1_000_000 + UInt64($0.offset), priority: 0, text: $0.element) }
 
+    @Test("a guest that panicked: the console's lines after the last recorded one become records, and the panic a crash")
+    func consoleAfterPanic() {
+        let console = [
+            "[   39.900000] eth1: port 1(eth1-p1) entered blocking state\r",
+            "[   40.123456] sysrq: Trigger a crash\r",
+            "[   40.123500] Kernel panic - not syncing: sysrq triggered crash\r",
+            "[   40.124000] CPU: 1 PID: 321 Comm: XfrmLabPackageT Not tainted 6.1.0-56-amd64 #1  Debian 6.1.192-2\r",
+            "[   40.124100] Call Trace:\r",
+            "[   40.124200]  <TASK>\r",
+            "[   40.124300]  dump_stack_lvl+0x44/0x5c\r",
+            "[   40.124400]  panic+0x118/0x2ed\r",
+            "[   40.124500]  sysrq_handle_crash+0x16/0x20\r",
+            "[   40.124600]  write_sysrq_trigger+0x24/0x40\r",
+            "qemu-system-x86_64: terminating on signal 15\r",
+        ].joined(separator: "\n")
+        let records = KernelLog.consoleRecords(console, after: 40_000_000, sequence: 700)
+        #expect(records.count == 9, "the line before the last recorded one and qemu's own are no records")
+        #expect(records.first?.sequence == 701 && records.first?.text == "sysrq: Trigger a crash")
+        let crashes = KernelLog.warnings(in: records).filter(\.isCrash)
+        #expect(crashes.count == 1)
+        #expect(crashes.first?.stack == ["dump_stack_lvl", "panic", "sysrq_handle_crash", "write_sysrq_trigger"])
+    }
+
     @Test("a kernel result written before crashes were recorded still reads, with none")
     func resultWithoutCrashesReads() throws {
         var result = emptyResult(kernel("6.1", release: "6.1.0-56-amd64"), version: "6.1.192")
