@@ -1,10 +1,10 @@
 import Foundation
 
-/// vng's initramfs mounts the host's root over 9p with `msize=524288`. Kernels before 6.x
-/// allocate buffers of the full msize for every 9p request, and under TCG that makes each file
-/// lookup and each exec cost tens of milliseconds: measured on Debian's 5.10.262, `/bin/true`
-/// took 270 ms (6.1: 75 ms) and the mark scenarios 2–3× as long as on 6.12. A smaller msize in
-/// the guest's mount is the one thing changed; the root and everything on it stay the same.
+/// vng's initramfs mounts the host's root over 9p with `msize=524288`. On 5.10 under TCG a 9p
+/// request then costs tens of milliseconds, and so does each file lookup and exec (measured on
+/// Debian's 5.10.262: `/bin/true` 270 ms, 6.1: 75 ms; the mark scenarios 2–3× as long as on
+/// 6.12); with 64 KiB it is 113 ms: the cost follows the msize (6.1 is slower with 64 KiB, its
+/// large reads twice as long). The msize of the guest's mount is the one thing changed.
 public enum Initramfs {
     public static let vngMount = "msize=524288"
 

@@ -232,8 +232,8 @@ public final class MatrixRunner {
                     kernel: kernel, accelerator: accelerator, cpus: options.cpus, memory: options.memory,
                     resultsDirectory: results, workDirectory: directory + "/vm", command: script,
                     consoleLog: directory + "/console.log", consoleLevel: options.console ? 7 : 2)
-                // 9p before 6.1 pays for the whole msize on every request (`Initramfs`): 64 KiB
-                // made 5.10's execs and lookups as cheap as 6.1's.
+                // 9p before 6.1 costs in proportion to the msize per request (`Initramfs`): 64 KiB
+                // made 5.10's execs 2.4× cheaper (6.1 itself is slower with it).
                 if let version = KernelVersion.of(release: kernel.release, banner: kernel.banner), version < KernelVersion([6, 1]) {
                     configuration.ninePMessageSize = 65536
                     configuration.xfrmlab = options.xfrmlab
