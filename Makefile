@@ -3,7 +3,7 @@ SWIFT ?= swift
 BIN := .build/debug
 export PATH := $(PATH):/opt/swift/usr/bin:/usr/sbin:/sbin
 
-.PHONY: deps build build-tests run test test-host bench clean gc docs fuzz vm-deps test-vm matrix crash-drill
+.PHONY: deps build build-tests run test test-host bench clean gc docs fuzz vm-deps test-vm matrix crash-drill mutants
 
 # Kernels `make test` boots in VMs besides running the suite on the host, all pinned by the kernel
 # catalogue (Fixtures/kernels/kernels.lock) and fetched into its cache (/var/lib/xfrmlab/kernels),
@@ -14,6 +14,22 @@ export PATH := $(PATH):/opt/swift/usr/bin:/usr/sbin:/sbin
 # 5.10 is there twice, the oldest pinned point release (5.10.218) and the newest (5.10 = 5.10.262).
 TEST_KERNELS ?= 6.1 5.10.218 5.10 6.12 7.2
 SECOND_KERNEL_TESTS ?= (BugReport|Scenario|MarkInheritance|OverlappingSubnets)[A-Za-z]*/(?!scenario(Run)?\()
+# Kernels built here from Debian's pinned linux-source-6.1 (Fixtures/kernels/kernels.lock, `sources:`)
+# with Fixtures/kernels/xfrmlab.config: the control, and the mutant that undoes the fixes of every
+# report with a Fixtures/reports/ID/mutant-6.1.patch at once, but for those whose firing leaves the
+# kernel broken for the tests after it: each of those is a kernel of its own that runs only its
+# report. On a mutant each detector must say REPRODUCES, on the control FIXED; the report prints the
+# score. Built once into the kernel cache's builds/ (the mutants reuse the control's build tree).
+MUTANT_SERIES ?= 6.1
+MUTANT_ALONE ?= xfrmi-netns-teardown migrate-direction
+# The shared mutant's detector that corrupts a list when it fires runs after the others there.
+MUTANT_LAST ?= xfrmiCrossNetnsDelete
+MUTANT_KERNELS = $(MUTANT_SERIES)-control $(MUTANT_SERIES)-mutant $(foreach id,$(MUTANT_ALONE),$(MUTANT_SERIES)-mutant-$(id))
+# A report's test function is its ID in camel case (Tests/LabTests/BugReportTests.swift).
+report_test = BugReportTests/$(shell echo '$(1)' | sed -E 's/-(.)/\U\1/g')\(
+MUTANT_MATRIX_FLAGS = --only '$(MUTANT_SERIES)-control=BugReport' --only '$(MUTANT_SERIES)-mutant=BugReport' \
+	$(foreach t,$(MUTANT_LAST),--alone '$(MUTANT_SERIES)-mutant=$(t)') \
+	$(foreach id,$(MUTANT_ALONE),--only '$(MUTANT_SERIES)-mutant-$(id)=$(call report_test,$(id))')
 # `make matrix KERNELS="host 6.1 6.12 /path/to/bzImage"`: any kernels, on demand (catalogue aliases:
 # 5.10 6.1 6.12 7.2 7.3-rc, flavours such as 6.1-cloud, point releases such as 5.10.218; see
 # `xfrmlab kernels list`).
@@ -50,9 +66,12 @@ test-host: build-tests
 # (report.txt, .json, junit.xml, and report.html, which headless Chromium then renders and checks).
 test-vm: build-tests
 	@Scripts/install-vm-deps.sh
+	@Scripts/install-build-deps.sh
 	$(BIN)/xfrmlab kernels fetch $(TEST_KERNELS)
-	$(BIN)/xfrmlab matrix --kernel host $(foreach k,$(TEST_KERNELS),--kernel $(k)) $(MATRIX_FLAGS) \
-		$(foreach k,$(filter-out 6.1,$(TEST_KERNELS)),--only '$(k)=$(SECOND_KERNEL_TESTS)'); \
+	$(BIN)/xfrmlab kernels build $(MUTANT_KERNELS)
+	$(BIN)/xfrmlab matrix --kernel host $(foreach k,$(TEST_KERNELS) $(MUTANT_KERNELS),--kernel $(k)) $(MATRIX_FLAGS) \
+		$(foreach k,$(filter-out 6.1,$(TEST_KERNELS)),--only '$(k)=$(SECOND_KERNEL_TESTS)') \
+		$(MUTANT_MATRIX_FLAGS); \
 		status=$$?; Scripts/check-report.sh .build/matrix/latest || status=1; exit $$status
 
 # Every test run is also judged on the host: its namespace (links, addresses, routes, rules,
@@ -63,7 +82,7 @@ HOST_SNAPSHOT := .build/host-before-test.snapshot
 # The VM tools and the kernels are fetched while the host suite runs (downloads, not CPU).
 test: build-tests
 	$(BIN)/xfrmlab host-snapshot save $(HOST_SNAPSHOT)
-	{ Scripts/install-vm-deps.sh && $(BIN)/xfrmlab kernels fetch $(TEST_KERNELS); } > .build/fetch.log 2>&1 & fetch=$$!; \
+	{ Scripts/install-vm-deps.sh && Scripts/install-build-deps.sh && $(BIN)/xfrmlab kernels fetch $(TEST_KERNELS); } > .build/fetch.log 2>&1 & fetch=$$!; \
 		$(MAKE) --no-print-directory test-host; status=$$?; \
 		wait $$fetch || status=1; cat .build/fetch.log; \
 		[ $$status = 0 ] && $(MAKE) --no-print-directory test-vm && $(MAKE) --no-print-directory crash-drill; \
@@ -81,6 +100,13 @@ crash-drill: build-tests
 	@Scripts/install-vm-deps.sh
 	$(BIN)/xfrmlab kernels fetch 6.1
 	Scripts/crash-drill.sh 6.1
+
+# The mutant and control kernels alone: built (or found in the cache), their bug reports run.
+mutants: build-tests
+	@Scripts/install-vm-deps.sh
+	@Scripts/install-build-deps.sh
+	$(BIN)/xfrmlab kernels build $(MUTANT_KERNELS)
+	$(BIN)/xfrmlab matrix $(foreach k,$(MUTANT_KERNELS),--kernel $(k)) $(MUTANT_MATRIX_FLAGS)
 
 bench: deps
 	$(SWIFT) build -c release --product xfrmlab

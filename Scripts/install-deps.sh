@@ -10,16 +10,7 @@ cd "$(dirname "$0")/.."
 apt_packages=(libmnl-dev pkg-config iproute2 nftables iptables iputils-ping tcpdump python3-pip graphviz chromium)
 apt_packages+=("$@")
 
-missing=()
-for p in "${apt_packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "deps: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+Scripts/install-apt-packages.sh deps "${apt_packages[@]}"
 
 # PyPI: the peers of `make bench` (pyroute2) and the YAML reader of its script.
 python=${PYTHON:-python3}

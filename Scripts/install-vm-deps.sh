@@ -15,21 +15,7 @@ cd "$(dirname "$0")/.."
 # depmod indexes an unpacked kernel's modules and its modprobe loads them in the guest.
 apt_packages=(qemu-system-x86 busybox-static python3-pip kmod)
 
-missing=()
-for p in "${apt_packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "vm-deps: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    for p in "${missing[@]}"; do
-        if ! apt-cache show "$p" >/dev/null 2>&1; then
-            apt-get update -qq
-            break
-        fi
-    done
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+Scripts/install-apt-packages.sh vm-deps "${apt_packages[@]}"
 
 # PyPI: virtme-ng (vng), pinned to the version the matrix was written against.
 python=${PYTHON:-python3}

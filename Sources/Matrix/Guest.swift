@@ -130,6 +130,8 @@ public struct GuestDriver {
     /// Tests (regular expressions) that run after the rest, each by itself (the 1,000-host test
     /// holds the RTNL lock for seconds: beside others it makes them time out).
     public var alone: [String]
+    /// Tests run by themselves after the rest, in a filtered run too.
+    public var last: [String] = []
     public var serial: Bool
     public var retry: Bool
     /// On the host: the kernel log before the driver started is not ours.
@@ -174,7 +176,9 @@ public struct GuestDriver {
         let deadline = start + timeout
         // Tests run alone only in a whole-suite run: --filter options are alternatives, so a
         // filtered run cannot be split into "the rest" and "that one".
-        let alone = filters.isEmpty ? self.alone : []
+        // Tests named by --last run by themselves after the rest even then (the caller vouches
+        // that the filters select them).
+        let alone = (filters.isEmpty ? self.alone : []) + last
         var main: [String] = serial ? ["--no-parallel"] : []
         // The crash drill (a test that panics the kernel) runs only when asked for.
         if ProcessInfo.processInfo.environment["XFRMLAB_CRASH_DRILL"] != "1" { main += ["--skip", "CrashDrill"] }

@@ -24,6 +24,11 @@ public struct Kernel: Codable, Sendable, Hashable, CustomStringConvertible {
     /// The catalogue entry it came from (`6.1.192`), with its Debian packages and versions.
     public var pinned: String? = nil
     public var packages: [String]? = nil
+    /// Built here (`xfrmlab kernels build`): the source and patches it was built from.
+    public var built: String? = nil
+    /// The bug reports whose fix this kernel was built without (its mutants): their detectors
+    /// must answer REPRODUCES here, and the guest is told so (XFRMLAB_KERNEL_MUTATIONS).
+    public var mutations: [String]? = nil
 
     public static let host = Kernel(label: "host", source: .host)
 
@@ -114,15 +119,25 @@ public struct KernelNotFound: Error, CustomStringConvertible, Sendable {
 /// - an alias of the kernel catalogue (Fixtures/kernels/kernels.lock): a series (`5.10`, `6.1`,
 ///   `6.12`, `7.2`, `7.3-rc`), a series' flavour (`6.1-cloud`, `6.12-rt`) or an exact point release
 ///   (`5.10.218`, `6.1.176`): the pinned Debian packages, fetched into the kernel cache when missing.
-/// - a release with an image in /boot (`6.1.0-56-amd64`), or the path of any bzImage.
+/// - a kernel built here from a pinned source (`xfrmlab kernels build`): `6.1-control` (the source
+///   with the repository's config fragment), `6.1-mutant` (every mutant of the series that can share
+///   a guest, Fixtures/reports/*/mutant-6.1.patch), `6.1-mutant-ID` (one report's mutant alone).
+/// - a release with an image in /boot (`6.1.0-56-amd64`), or the path of any bzImage (one built
+///   here keeps its mutations: build.json beside it says which).
 public enum KernelCatalog {
     public static func resolve(_ argument: String, modules: [String] = [], lock: KernelLock? = nil,
-                               cache: KernelCache = KernelCache(), boot: String = "/boot",
-                               log: (String) -> Void = { _ in }) throws -> Kernel {
+                               cache: KernelCache = KernelCache(), boot: String = "/boot", repositoryRoot: String? = nil,
+                               log: @escaping @Sendable (String) -> Void = { _ in }) throws -> Kernel {
         if argument == "host" { return .host }
         var image: String?
         var pinned: (KernelLock.Entry, KernelCache.Unpacked)?
-        if argument.contains("/") || FileManager.default.fileExists(atPath: argument) {
+        if let lock, let root = repositoryRoot, let request = try BuiltKernels.request(for: argument, lock: lock, repositoryRoot: root) {
+            let built: KernelBuilder.Built
+            do { built = try KernelBuilder(cache: cache, log: log).build(request) } catch {
+                throw KernelNotFound(argument: argument, reason: "building it failed: \(error)")
+            }
+            image = built.image
+        } else if argument.contains("/") || FileManager.default.fileExists(atPath: argument) {
             guard FileManager.default.fileExists(atPath: argument) else {
                 throw KernelNotFound(argument: argument, reason: "no such file")
             }
@@ -153,6 +168,10 @@ public enum KernelCatalog {
             kernel.config = unpacked.config
             kernel.pinned = entry.name
             kernel.packages = entry.packages.map { "\($0.name) \($0.version)" }
+        } else if let manifest = KernelBuilder.Built.manifest(beside: image!) {
+            kernel.config = manifest.config
+            kernel.built = ([manifest.source] + manifest.patches.map { URL(fileURLWithPath: $0).pathComponents.suffix(2).joined(separator: "/") }).joined(separator: " + ")
+            kernel.mutations = manifest.mutations
         } else {
             kernel.modules = try modulesDirectory(for: kernel, among: modules)
             if let release { kernel.config = KernelConfig.locate(image: image!, modules: kernel.modules, release: release) }

@@ -7,6 +7,20 @@ public struct KernelLock: Codable, Sendable {
     /// `5.10` → `5.10.262`: the point release a series alias stands for.
     public var series: [String: String]
     public var kernels: [Entry]
+    /// Kernel sources the mutant and control kernels are built from (`xfrmlab kernels build`).
+    public var sources: [Source]?
+
+    /// A Debian `linux-source-SERIES` package, pinned as the kernels are.
+    public struct Source: Codable, Sendable, Hashable {
+        /// The series it is the source of, its alias: `6.1`, `6.12`.
+        public var name: String
+        /// The upstream version (its Makefile's).
+        public var version: String
+        public var suite: String
+        public var package: Package
+    }
+
+    public func source(for alias: String) -> Source? { sources?.first { $0.name == alias } }
 
     public struct Entry: Codable, Sendable, Hashable {
         /// Its own alias: `5.10.218`, `6.1.192-cloud`.
@@ -61,6 +75,14 @@ public struct KernelLock: Codable, Sendable {
             guard !e.packages.isEmpty else { throw KernelLockError("\(path): kernels[\(i)].packages: empty") }
             for (j, p) in e.packages.enumerated() where p.sha256.count != 64 || !p.sha256.allSatisfy(\.isHexDigit) {
                 throw KernelLockError("\(path): kernels[\(i)].packages[\(j)].sha256: \"\(p.sha256)\" is not a SHA-256")
+            }
+        }
+        var seenSources = Set<String>()
+        for (i, src) in (lock.sources ?? []).enumerated() {
+            guard seenSources.insert(src.name).inserted else { throw KernelLockError("\(path): sources[\(i)].name: \"\(src.name)\" given twice") }
+            guard KernelVersion(parsing: src.version) != nil else { throw KernelLockError("\(path): sources[\(i)].version: \"\(src.version)\" is not a kernel version") }
+            guard src.package.sha256.count == 64, src.package.sha256.allSatisfy(\.isHexDigit) else {
+                throw KernelLockError("\(path): sources[\(i)].package.sha256: \"\(src.package.sha256)\" is not a SHA-256")
             }
         }
         for (alias, name) in lock.series where !seen.contains(name) {

@@ -26,7 +26,19 @@ public struct MatrixReport: Codable, Sendable {
     public var kernels: [KernelResult]
     public var rows: [Row]
     public var differences: [Difference]
+    /// Each mutant kernel's mutations and whether their detectors fired (the mutation score).
+    public var mutants: [MutantResult]? = nil
     public var ok: Bool
+
+    /// One report's detector on a kernel built without its fix.
+    public struct MutantResult: Codable, Sendable {
+        public var kernel: String
+        public var report: String
+        /// The report's verdict there (REPRODUCES when it fired), or the test's when it gave none.
+        public var verdict: String
+        public var fired: Bool
+        public var evidence: String
+    }
 
     public init(created: Date, host: String, accelerator: String, acceleratorReason: String, expectations: String,
                 testBinary: String, kernels: [KernelResult]) {
@@ -114,7 +126,35 @@ public struct MatrixReport: Codable, Sendable {
                 }
             }
         }
-        ok = !kernels.isEmpty && kernels.allSatisfy { $0.problems == 0 }
+        // The mutation score: on a kernel built without a fix, that report's detector must fire;
+        // one that stays silent fails its test (its history expects REPRODUCES there), and one
+        // that never ran fails the matrix here.
+        var scored: [MutantResult] = []
+        for k in kernels where !(k.kernel.mutations ?? []).isEmpty {
+            for id in k.kernel.mutations! {
+                let cell = k.cells.values.first { $0.report?.id == id }
+                let verdict = cell?.report?.verdict ?? cell.map { $0.verdict.rawValue } ?? "not run"
+                scored.append(MutantResult(kernel: k.kernel.label, report: id, verdict: verdict, fired: verdict == "REPRODUCES",
+                                           evidence: cell?.report?.evidence ?? cell?.detail ?? "its test did not run on this kernel"))
+            }
+        }
+        mutants = scored.isEmpty ? nil : scored
+        ok = !kernels.isEmpty && kernels.allSatisfy { $0.problems == 0 } && unranMutants.isEmpty
+    }
+
+    /// Mutations whose report's test never ran on their mutant kernel.
+    public var unranMutants: [MutantResult] {
+        (mutants ?? []).filter { $0.verdict == "not run" || $0.verdict == Verdict.notSelected.rawValue || $0.verdict == Verdict.missing.rawValue }
+    }
+
+    /// "detectors that fired on their mutant: N of M", per mutant kernel.
+    public var mutationScore: [(kernel: String, fired: Int, of: Int)] {
+        var order: [String] = []
+        for m in mutants ?? [] where !order.contains(m.kernel) { order.append(m.kernel) }
+        return order.map { k in
+            let here = (mutants ?? []).filter { $0.kernel == k }
+            return (k, here.filter(\.fired).count, here.count)
+        }
     }
 
     mutating func name(tests: [TestRecord]) {
@@ -209,6 +249,9 @@ public struct MatrixReport: Codable, Sendable {
                 return n == 0 ? nil : "\(n) \(v.rawValue)"
             }
             out.append("    " + (counts.isEmpty ? "no test results" : counts.joined(separator: ", ")))
+            if let built = k.kernel.built {
+                out.append("    built here from \(built)")
+            }
             if let pinned = k.kernel.pinned {
                 out.append("    pinned by the catalogue as \(pinned): \((k.kernel.packages ?? []).joined(separator: ", "))")
             }
@@ -230,11 +273,22 @@ public struct MatrixReport: Codable, Sendable {
             }
             out.append("    results: \(k.directory)")
         }
+        if let mutants, !mutants.isEmpty {
+            out.append("")
+            out.append("Mutant kernels (built without a fix each; its detector must say REPRODUCES):")
+            for (kernel, fired, of) in mutationScore {
+                out.append("  \(kernel): detectors that fired on their mutant: \(fired) of \(of)")
+                for m in mutants where m.kernel == kernel {
+                    out.append("    \(m.fired ? "fired " : "SILENT") \(pad(m.report, 34)) \(m.verdict)\(m.fired ? "" : " — " + line(m.evidence, 300))")
+                }
+            }
+        }
         out.append("")
         let problems = kernels.map(\.problems).reduce(0, +)
         let flaky = kernels.map { $0.count(.flaky) }.reduce(0, +)
         out.append(ok ? "MATRIX OK: every result as expected on \(kernels.count) kernel\(kernels.count == 1 ? "" : "s")" + (flaky > 0 ? " (\(flaky) flaky)" : "")
-                      : "MATRIX FAILED: \(problems) unexpected result\(problems == 1 ? "" : "s")" + (flaky > 0 ? " (and \(flaky) flaky)" : ""))
+                      : "MATRIX FAILED: \(problems) unexpected result\(problems == 1 ? "" : "s")" + (flaky > 0 ? " (and \(flaky) flaky)" : "")
+                        + (unranMutants.isEmpty ? "" : "; \(unranMutants.count) mutant\(unranMutants.count == 1 ? "" : "s") whose detector never ran: " + unranMutants.map(\.report).joined(separator: ", ")))
         // The plain closing line CI systems read: results over every kernel.
         let passed = kernels.map { $0.count(.pass) + $0.count(.flaky) }.reduce(0, +)
         let skipped = kernels.map { $0.count(.skip) + $0.count(.xfail) }.reduce(0, +)

@@ -33,6 +33,8 @@ public final class MatrixRunner {
         public var console: Bool = false
         /// Tests that run after the rest, each by itself.
         public var alone: [String] = []
+        /// Kernel label → tests run by themselves after the rest there, even in an --only run.
+        public var aloneOn: [String: [String]] = [:]
         /// Kernel label (as given to --kernel) → the only tests to run there (`--only 6.12=REGEX`):
         /// a second kernel for some tests without a second whole-suite VM.
         public var only: [String: [String]] = [:]
@@ -143,6 +145,24 @@ public final class MatrixRunner {
             }
             result.cells[id] = merged
         }
+        // On a kernel built without a report's fix, a crash in that report's test that came back in
+        // a fresh guest is the bug showing: its detector fired, the kernel answering with an oops
+        // instead of a refusal. The crash is then the mutant's known symptom, not a failure.
+        if recurred, let mutations = kernel.mutations {
+            for id in crashed {
+                guard let test = tests.first(where: { $0.id == id }), let report = VerdictRecord.reportID(ofTest: test),
+                      mutations.contains(report) else { continue }
+                let crash = result.crashes.first { $0.test == id } ?? result.crashes.first
+                let evidence = "the kernel crashed in it, and again in a fresh guest: " + (crash.map { "\($0.headline) at \($0.fingerprint.prefix(6).joined(separator: " ← "))" } ?? "no oops in the log")
+                result.cells[id] = Cell(verdict: .pass, detail: evidence, expectation: "a mutant's crash is its detector firing",
+                                        seconds: result.cells[id]?.seconds,
+                                        report: ReportCell(id: report, verdict: "REPRODUCES", expected: "REPRODUCES", evidence: evidence))
+                for i in result.crashes.indices where result.crashes[i].known == nil && (result.crashes[i].test == nil || result.crashes[i].test == id) {
+                    result.crashes[i].known = "\(kernel.label) is built without \(report)'s fix: this crash is its symptom"
+                }
+                result.warnings.removeAll { $0.test == id || ($0.test == nil && $0.warning.isCrash) }
+            }
+        }
         result.notes.append("the guest died\(result.statusDetail.map { " (\($0))" } ?? ""); \(unfinished.count) unfinished test(s) ran again in a fresh guest (\(again.directory)): \(again.status == .ok ? "it finished" : again.status.rawValue)\(recurred ? ", and the crash recurred" : ", and the crash did not recur")")
         result.timings.wall = (result.timings.wall ?? 0) + (again.timings.wall ?? 0)
         // The death stays a failure unless every crash is one a rule names and the fresh guest finished.
@@ -191,6 +211,9 @@ public final class MatrixRunner {
         for f in rerun.flatMap({ $0.isEmpty ? nil : $0 }) ?? (options.filters + (only ?? [])) { driver += ["--filter", f] }
         result.only = only
         for a in options.alone { driver += ["--alone", a] }
+        // (A rerun asks exactly its tests: nothing after them.)
+        let aloneOnKernel = rerun == nil ? options.aloneOn[kernel.label] ?? [] : []
+        for a in aloneOnKernel { driver += ["--last", a] }
         if isHost { driver.append("--host") }
 
         let launched = KernelLog.monotonic()
@@ -210,19 +233,20 @@ public final class MatrixRunner {
                     export PATH='\(path)'
                     export TMPDIR=/tmp
                     \(ProcessInfo.processInfo.environment["XFRMLAB_CRASH_DRILL"] == "1" ? "export XFRMLAB_CRASH_DRILL=1  # make crash-drill" : "")
+                    \(kernel.mutations.map { "export XFRMLAB_KERNEL_MUTATIONS='\($0.joined(separator: ","))'  # built without these reports' fixes (build.json)" } ?? "")
                     # vng's init leaves 1024 open files (hard 4096); a root shell on a workstation has
                     # far more, and the large-topology tests need more than 1024.
                     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
                     # A booted Debian has the static device nodes of modules.devname (/dev/net/tun,
                     # /dev/fuse …; opening one loads its module): systemd-tmpfiles makes them, vng's
-                    # init does not. In the guest's own /dev.
-                    while read -r module name dev; do
+                    # init does not. In the guest's own /dev. (A kernel built without modules has none.)
+                    cat "/lib/modules/$(uname -r)/modules.devname" 2>/dev/null | while read -r module name dev; do
                         case "$module" in '#'*|'') continue ;; esac
                         [ -e "/dev/$name" ] && continue
                         kind=${dev%%[0-9]*}; numbers=${dev#?}
                         case "$name" in */*) mkdir -p "/dev/${name%/*}" ;; esac
                         mknod "/dev/$name" "$kind" "${numbers%%:*}" "${numbers#*:}" 2>/dev/null
-                    done < "/lib/modules/$(uname -r)/modules.devname"
+                    done
                     exec \(driver.map(shellQuote).joined(separator: " ")) > '\(results)/driver.log' 2>&1
 
                     """
@@ -253,7 +277,11 @@ public final class MatrixRunner {
         let bootTimeout = options.bootTimeout ?? (isHost ? 60 : (accelerator == .kvm ? 60 : 240))
         var tail = EventTail(path: results + "/events.jsonl")
         var retryTail = EventTail(path: results + "/events-retry.jsonl")
-        var aloneTails = options.alone.indices.map { EventTail(path: results + "/events-alone-\($0 + 1).jsonl") }
+        // The tests the guest runs by themselves, in its order: the run's own (in a whole-suite run
+        // only) and this kernel's.
+        let filtered = !(rerun.flatMap { $0.isEmpty ? nil : $0 } ?? (options.filters + (only ?? []))).isEmpty
+        let aloneHere = (filtered ? [] : options.alone) + aloneOnKernel
+        var aloneTails = aloneHere.indices.map { EventTail(path: results + "/events-alone-\($0 + 1).jsonl") }
         var driverUp: Double?
         var firstTest: Double?
         var exit: Int32?
@@ -286,7 +314,7 @@ public final class MatrixRunner {
             if driverUp == nil { phase = "booting" } else if tail.total == 0 { phase = "starting the tests" } else if retryTail.total > 0 {
                 phase = "retrying \(retryTail.total) failed test(s): \(retryTail.done)/\(retryTail.total)"
             } else if let i = aloneTails.lastIndex(where: { $0.total > 0 }) {
-                phase = "\(tail.done)/\(tail.total) tests done; now by itself: \(options.alone[i])" + (aloneTails[i].done == aloneTails[i].total ? " (done)" : "")
+                phase = "\(tail.done)/\(tail.total) tests done; now by itself: \(aloneHere[i])" + (aloneTails[i].done == aloneTails[i].total ? " (done)" : "")
             } else {
                 phase = "\(tail.done)/\(tail.total) tests done, \(tail.running) running" + (tail.failed > 0 ? ", \(tail.failed) failed" : "") + (tail.skipped > 0 ? ", \(tail.skipped) skipped" : "")
             }
@@ -318,7 +346,7 @@ public final class MatrixRunner {
                 ? SuiteRun.parse((try? String(contentsOfFile: results + "/" + name, encoding: .utf8)) ?? "") : nil
         }
         let first = events("events.jsonl").map { main in
-            SuiteRun.merged([main] + options.alone.indices.compactMap { events("events-alone-\($0 + 1).jsonl") })
+            SuiteRun.merged([main] + aloneHere.indices.compactMap { events("events-alone-\($0 + 1).jsonl") })
         }
         let retry = events("events-retry.jsonl")
         let kmsg = (try? String(contentsOfFile: results + "/kmsg.txt", encoding: .utf8)) ?? ""

@@ -76,6 +76,8 @@ public struct Cell: Codable, Sendable {
 
 /// What a bug report's test said on one kernel.
 public struct ReportCell: Codable, Sendable, Equatable {
+    /// The report's ID (absent in results written before it was recorded).
+    public var id: String? = nil
     /// REPRODUCES, FIXED or NOT APPLICABLE.
     public var verdict: String
     /// What its fix history expects here (absent when it did not run).
@@ -317,9 +319,9 @@ public struct Judge {
             }
             if let id = VerdictRecord.reportID(ofTest: test) {
                 if let r = reports[id] {
-                    cell.report = ReportCell(verdict: r.verdict, expected: r.expected, evidence: r.evidence)
+                    cell.report = ReportCell(id: id, verdict: r.verdict, expected: r.expected, evidence: r.evidence)
                 } else if record.outcome == .skipped {
-                    cell.report = ReportCell(verdict: "NOT APPLICABLE", expected: nil, evidence: record.reason ?? "skipped")
+                    cell.report = ReportCell(id: id, verdict: "NOT APPLICABLE", expected: nil, evidence: record.reason ?? "skipped")
                 }
             }
             if let blamed = result.warnings.first(where: { $0.test == test.id }) {

@@ -36,12 +36,16 @@ public struct KernelSituation: Sendable, CustomStringConvertible {
     /// so with XFRMLAB_DISPOSABLE_KERNEL=1.
     public var disposable: Bool
     public var disposableReason: String
+    /// The reports whose fix this kernel was built without (a mutant kernel, `xfrmlab kernels
+    /// build`; the matrix passes its build.json's list as XFRMLAB_KERNEL_MUTATIONS).
+    public var mutations: Set<String>
 
-    public init(release: String, version: KernelVersion?, disposable: Bool, disposableReason: String) {
+    public init(release: String, version: KernelVersion?, disposable: Bool, disposableReason: String, mutations: Set<String> = []) {
         self.release = release
         self.version = version
         self.disposable = disposable
         self.disposableReason = disposableReason
+        self.mutations = mutations
     }
 
     public static var current: KernelSituation {
@@ -50,10 +54,12 @@ public struct KernelSituation: Sendable, CustomStringConvertible {
         let cmdline = (try? String(contentsOfFile: "/proc/cmdline", encoding: .utf8)) ?? ""
         let declared = ProcessInfo.processInfo.environment["XFRMLAB_DISPOSABLE_KERNEL"] == "1"
         let vm = cmdline.contains("virtme")
+        let mutations = (ProcessInfo.processInfo.environment["XFRMLAB_KERNEL_MUTATIONS"] ?? "").split(separator: ",").map(String.init)
         return KernelSituation(release: release, version: KernelVersion.of(release: release, banner: banner),
                                disposable: vm || declared,
                                disposableReason: vm ? "a virtme-ng guest (/proc/cmdline names virtme)"
-                                   : declared ? "XFRMLAB_DISPOSABLE_KERNEL=1" : "the host's kernel (no virtme on /proc/cmdline)")
+                                   : declared ? "XFRMLAB_DISPOSABLE_KERNEL=1" : "the host's kernel (no virtme on /proc/cmdline)",
+                               mutations: Set(mutations))
     }
 
     public var facts: Expectations.KernelFacts {
@@ -67,6 +73,11 @@ extension BugReport {
     /// The verdict this kernel should give, from the report's own history: its fix's first
     /// release and stable backports, when the bug came in, and per-kernel overrides.
     public func expectedVerdict(on kernel: KernelSituation) -> (kind: ReportVerdict.Kind, why: String) {
+        // A mutant kernel: built on purpose without this report's fix, so its detector must fire.
+        if kernel.mutations.contains(id) {
+            let undone = fix.map { "\($0.commit.prefix(12)) (\"\($0.subject)\")" } ?? "its fix"
+            return (.reproduces, "\(kernel.release) was built with \(undone) undone (Fixtures/reports/\(id)/mutant-*.patch): its detector must fire")
+        }
         if let o = overrides.first(where: { $0.kernel.matches(kernel.facts) }) {
             return (o.expect, "\(o.kernel): \(o.why)")
         }

@@ -107,7 +107,22 @@ public enum ReportRunner {
                               message: "no reproduction registered for \"\(report.id)\" (Sources/Reports/Catalog)")
         }
         let topology = try Topology.load(path: report.topologyPath(repositoryRoot: repositoryRoot))
-        let observation = try await topology.withLab { lab in try await reproduction.steps(lab) }
+        // A bug can leave the kernel unable to tear the lab down (a leaked reference, a namespace
+        // never released): once the steps have seen the bug, that failure is more of its evidence,
+        // not a reason to lose the verdict. Without the bug, a failed teardown stays an error.
+        var seen: Observation?
+        var observation: Observation
+        do {
+            observation = try await topology.withLab { lab in
+                let o = try await reproduction.steps(lab)
+                seen = o
+                return o
+            }
+        } catch {
+            guard var o = seen, o.bugPresent else { throw error }
+            o.evidence.append("teardown afterwards: \(error)")
+            observation = o
+        }
         let result = outcome(ReportVerdict(kind: observation.bugPresent ? .reproduces : .fixed, reason: observation.description))
         // For the matrix's cells (when it asked for them).
         VerdictRecord(report: report.id, verdict: result.verdict.kind.title, expected: expected.kind.title, evidence: observation.description).append()

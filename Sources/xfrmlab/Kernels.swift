@@ -9,7 +9,7 @@ struct KernelsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kernels",
         abstract: "The kernel catalogue (Fixtures/kernels/kernels.lock): list, fetch into the cache, compare with Debian's newest.",
-        subcommands: [List.self, Fetch.self, Latest.self])
+        subcommands: [List.self, Fetch.self, Build.self, Latest.self])
 
     struct Common: ParsableArguments {
         @Option(help: "The catalogue's lock (default: Fixtures/kernels/kernels.lock).")
@@ -60,6 +60,74 @@ struct KernelsCommand: ParsableCommand {
                 let unpacked = try cache.fetch(entry) { warn($0) }
                 print(String(format: "%@ → %@ (%@)%@", name, unpacked.image, entry.release,
                              Date().timeIntervalSince(started) > 1 ? String(format: ", %.0f s", Date().timeIntervalSince(started)) : ", cached"))
+            }
+        }
+    }
+
+    struct Build: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Build kernels from source: the catalogue's pinned linux-source packages with mutants, or your own tree.",
+            discussion: """
+                ALIAS is SERIES-control (the pinned source of a series with Fixtures/kernels/xfrmlab.config on top of \
+                virtme-ng's minimal config), SERIES-mutant (the same with every mutant of the series that can share \
+                a guest: Fixtures/reports/*/mutant-SERIES.patch), SERIES-mutant-ID (one report's mutant alone), or \
+                SERIES with --patch files of your own. --source DIR builds a tree of yours out of tree (O= in the \
+                cache; your tree is never written to). Builds are cached by source, config and patches in the kernel \
+                cache's builds/; another set of patches reuses the build tree, so only the files they touch compile. \
+                The image printed is what `xfrmlab matrix --kernel` takes (the aliases work there too).
+                """)
+        @OptionGroup var common: Common
+        @Argument(help: "What to build: 6.1-control, 6.1-mutant, 6.1-mutant-ID, or a series with --patch.")
+        var aliases: [String] = []
+        @Option(name: .customLong("source"), help: "Your kernel tree instead of a pinned source.")
+        var sourceTree: String?
+        @Option(name: .customLong("patch"), help: "A patch (-p1) to apply on top of the pinned source (repeatable, in order).")
+        var patches: [String] = []
+        @Option(help: "The config fragment (default: Fixtures/kernels/xfrmlab.config).")
+        var config: String?
+        @Option(help: "make -j (default: the number of CPUs).")
+        var jobs: Int?
+
+        func validate() throws {
+            if sourceTree == nil && aliases.isEmpty { throw ValidationError("name what to build (6.1-control, 6.1-mutant …) or give --source DIR") }
+            if sourceTree != nil && !patches.isEmpty { throw ValidationError("--patch applies to pinned sources only: XfrmLab never writes to your tree (commit the change there)") }
+        }
+
+        func run() throws {
+            try requireRoot()
+            let missing = ["make", "gcc", "flex", "bison", "bc", "patch", "vng"].filter { tool in
+                (try? Namespaces.Process.execute(["sh", "-c", "command -v \"$0\"", tool], timeout: 10))?.succeeded != true
+            }
+            guard missing.isEmpty else {
+                throw ValidationError("missing \(missing.joined(separator: ", ")): Scripts/install-build-deps.sh and Scripts/install-vm-deps.sh install what a build needs")
+            }
+            let (lock, cache, _) = try common.load()
+            let root = MatrixCommand().repositoryRoot()
+            var builder = KernelBuilder(cache: cache, log: { warn($0) })
+            if let jobs { builder.jobs = jobs }
+            let fragment = config ?? root + "/" + BuiltKernels.fragment
+            var requests: [(String, KernelBuilder.Request)] = []
+            if let sourceTree {
+                requests.append((sourceTree, KernelBuilder.Request(tree: .directory(sourceTree), fragment: fragment)))
+            }
+            for alias in aliases {
+                if var request = try BuiltKernels.request(for: alias, lock: lock, repositoryRoot: root) {
+                    request.fragment = fragment
+                    requests.append((alias, request))
+                } else if let source = lock.source(for: alias) {
+                    let extra = try patches.map { try KernelBuilder.Patch.load(path: URL(fileURLWithPath: $0).standardized.path) }
+                    requests.append((alias, KernelBuilder.Request(tree: .pinned(source), fragment: fragment, patches: extra,
+                                                                  localVersion: extra.isEmpty ? "-xfrmlab" : "-xfrmlab-patched")))
+                } else {
+                    let series = (lock.sources ?? []).map(\.name)
+                    throw ValidationError("\(alias): not a source of the catalogue (\(series.flatMap { [$0, $0 + "-control", $0 + "-mutant", $0 + "-mutant-ID"] }.joined(separator: ", ")))")
+                }
+            }
+            for (alias, request) in requests {
+                let built = try builder.build(request)
+                let how = built.seconds == 0 ? "cached" : String(format: "built in %.0f s, %d objects compiled", built.seconds, built.compiled)
+                print("\(alias) → \(built.image) (\(built.release), \(how))")
+                if !built.mutations.isEmpty { print("  without the fixes of: \(built.mutations.joined(separator: ", "))") }
             }
         }
     }

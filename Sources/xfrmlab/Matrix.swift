@@ -67,7 +67,7 @@ struct MatrixCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Run only the tests matching REGEX on KERNEL (repeatable; KERNEL as given to --kernel): `make test` asks 6.12 only the bug reports and scenarios.", valueName: "KERNEL=REGEX"))
     var only: [String] = []
 
-    @Option(help: "Run tests matching this regular expression after the rest, by themselves (repeatable; whole-suite runs only, not with --filter; `make test` passes LoadTests, which holds the RTNL lock for seconds).")
+    @Option(help: ArgumentHelp("Run tests matching REGEX after the rest, by themselves (repeatable; whole-suite runs only, not with --filter; `make test` passes LoadTests, which holds the RTNL lock for seconds). KERNEL=REGEX: on that kernel only, and in its --only run too (a mutant kernel's detector that leaves the kernel broken runs last).", valueName: "[KERNEL=]REGEX"))
     var alone: [String] = []
 
     @Flag(help: "Plain progress lines instead of a live status line (implied by CI=true or a non-terminal stderr).")
@@ -100,7 +100,7 @@ struct MatrixCommand: ParsableCommand {
         try requireRoot()
         let root = repositoryRoot()
         let catalogue = try KernelLock.load(path: lock ?? root + "/" + KernelLock.defaultPath)
-        let resolved = try kernels.map { try KernelCatalog.resolve($0, modules: modules, lock: catalogue, log: { warn($0) }) }
+        let resolved = try kernels.map { try KernelCatalog.resolve($0, modules: modules, lock: catalogue, repositoryRoot: root, log: { warn($0) }) }
         for dir in modules where !resolved.contains(where: { $0.modules == URL(fileURLWithPath: dir).standardized.path || $0.modules?.hasPrefix(URL(fileURLWithPath: dir).standardized.path + "/") == true }) {
             throw ValidationError("--modules \(dir): no --kernel image with a matching release (\(resolved.compactMap(\.release).joined(separator: ", ")))")
         }
@@ -133,7 +133,13 @@ struct MatrixCommand: ParsableCommand {
             cpus: cpus, memory: memory, timeout: timeout, bootTimeout: bootTimeout, retry: !noRetry, serial: serial,
             filters: filter, plain: plain || ci || isatty(STDERR_FILENO) == 0)
         options.console = console
-        options.alone = alone
+        for a in alone {
+            if let eq = a.firstIndex(of: "="), kernels.contains(String(a[..<eq])) {
+                options.aloneOn[String(a[..<eq]), default: []].append(String(a[a.index(after: eq)...]))
+            } else {
+                options.alone.append(a)
+            }
+        }
         for o in only {
             guard let eq = o.firstIndex(of: "="), kernels.contains(String(o[..<eq])), o.index(after: eq) < o.endIndex else {
                 throw ValidationError("--only \(o): expected KERNEL=REGEX with KERNEL one of the --kernel values (\(kernels.joined(separator: ", ")))")
@@ -191,12 +197,14 @@ struct MatrixGuest: ParsableCommand {
     @Flag var noRetry = false
     @Option var filter: [String] = []
     @Option var alone: [String] = []
+    @Option var last: [String] = []
     @Flag(help: "Running on the host: record only the kernel log from now on.") var host = false
 
     func run() throws {
         let timeout = deadline.map { $0 - Date().timeIntervalSince1970 } ?? 3600
         var driver = GuestDriver(output: output, testBinary: testBinary, xfrmlab: selfPath(), filters: filter, alone: alone,
                                  serial: serial, retry: !noRetry, timeout: max(30, timeout))
+        driver.last = last
         driver.onHost = host
         try driver.run()
     }

@@ -135,6 +135,29 @@ struct BugReportFileTests {
         #expect(on("6.11.5") == .reproduces)
         #expect(on("6.2.16") == .reproduces)  // a series without a backport
         #expect(on("6.18.44", disposable: false) == .fixed)
+        // A kernel built without this fix (a mutant) must reproduce it whatever its version says;
+        // another report's mutant changes nothing here.
+        let mutant = KernelSituation(release: "6.1.192-xfrmlab-mutant", version: KernelVersion(parsing: "6.1.192"), disposable: true,
+                                     disposableReason: "", mutations: ["sa-prefixlen-unspec"])
+        #expect(report.expectedVerdict(on: mutant).kind == .reproduces)
+        #expect(report.expectedVerdict(on: mutant).why.contains("3f0ab59e6537"))
+        var other = mutant
+        other.mutations = ["xfrmi-if-id-zero"]
+        #expect(report.expectedVerdict(on: other).kind == .fixed)
+    }
+
+    @Test("every mutant patch belongs to a report with a fix, names that fix's commit, and is a diff of net/ only")
+    func mutantsNameTheirFix() throws {
+        let mutants = Mutants.all(series: "6.1", reportsDirectory: reportsDirectory)
+        #expect(mutants.count >= 11, "\(mutants.map(\.report))")
+        for m in mutants {
+            let report = try BugReport.load(directory: reportsDirectory + "/" + m.report)
+            let fix = try #require(report.fix, "\(m.report) has a mutant but no fix")
+            #expect(m.summary.contains(String(fix.commit.prefix(12))), "\(m.path) does not name \(fix.commit.prefix(12))")
+            let text = try String(contentsOfFile: m.path, encoding: .utf8)
+            let files = text.split(separator: "\n").filter { $0.hasPrefix("+++ ") }
+            #expect(!files.isEmpty && files.allSatisfy { $0.hasPrefix("+++ b/net/") }, "\(m.path): \(files)")
+        }
     }
 
     @Test("a report file with a mistake is refused with file, line, column and field")
@@ -186,12 +209,17 @@ struct BugReportFileTests {
           .tags(.privileged), .needsNamespaces, .requires(.policyMark))
     func wrongExpectationFails() async throws {
         var report = try BugReport.load(directory: reportsDirectory + "/policy-mark-mask-identity")
-        report.fix?.release = KernelVersion([99, 0])
+        // On a kernel built without this fix (the mutant kernel) the bug is there: the wrong claim
+        // is then "fixed everywhere", held against the kernel as if it were not a mutant.
+        var kernel = KernelSituation.current
+        let undone = kernel.mutations.contains(report.id)
+        kernel.mutations = []
+        report.fix?.release = undone ? KernelVersion([1, 0]) : KernelVersion([99, 0])
         report.fix?.backports = []
-        let outcome = try await ReportRunner.run(report, repositoryRoot: repositoryRoot)
+        let outcome = try await ReportRunner.run(report, repositoryRoot: repositoryRoot, kernel: kernel)
         print(outcome)
-        #expect(outcome.expected == .reproduces)
-        #expect(outcome.verdict.kind == .fixed, "\(outcome.verdict)")
+        #expect(outcome.expected == (undone ? .fixed : .reproduces))
+        #expect(outcome.verdict.kind == (undone ? .reproduces : .fixed), "\(outcome.verdict)")
         #expect(!outcome.matches)
         #expect(outcome.description.contains("NOT AS EXPECTED") && outcome.verdict.reason.contains("EEXIST"), "\(outcome)")
     }

@@ -7,7 +7,8 @@ import Netlink
 /// libreswan's XFRM-interface notes: deleting the namespace before the xfrm interface left the
 /// interface behind, and "unregister_netdevice: waiting for eth1 to become free. Usage count = 1"
 /// — the interface held its lower device. Since 22d6552f827e (Linux 5.3) it does not. Checked in
-/// both orders, and with the interface moved to another namespace than its lower device: every
+/// both orders, with the interface moved to another namespace than its lower device, and with
+/// the lower device moved away and its new namespace deleted under the interface: every
 /// namespace must be released by the kernel (NamespaceReaper: RTM_DELNSID and the cleanup
 /// canary), none may hang. Destructive on an affected kernel.
 enum XfrmiNetnsTeardown {
@@ -70,6 +71,19 @@ enum XfrmiNetnsTeardown {
         let r4 = release([d])
         evidence.append("\(move); lower device's namespace deleted first: \(r3.text); ipsec1 \(left == nil ? "gone" : "still there") in the other; then that one: \(r4.text)")
         bug = bug || !r3.ok || !r4.ok
+
+        // 4. The lower device moved away from the interface, and its new namespace deleted: the
+        //    veth goes while ipsec1 lives. The pin the fix removed made this one hang for good
+        //    (at a namespace's exit the interfaces go before other devices, so 1–3 never wait).
+        let e = try make(prefix + "td5")
+        let f = try Namespace.create(name: prefix + "td6")
+        guard let eth1 = try e.route.link(named: "eth1") else { throw Inconclusive("eth1 missing") }
+        let moveLower = ask(e.route, LinkRequest.moveToNamespace(namespace: e.name, index: eth1.index, name: "eth1",
+                                                                 targetNamespaceFD: f.fd, targetNamespaceName: f.name))
+        let r5 = release([f])
+        let r6 = release([e])
+        evidence.append("\(moveLower); its new namespace deleted with ipsec1 on it still in the first: \(r5.text); then the first: \(r6.text)")
+        bug = bug || !moveLower.accepted || !r5.ok || !r6.ok
         return Observation(bugPresent: bug, evidence: evidence)
     }
 }
