@@ -130,7 +130,9 @@ public final class MatrixRunner {
         let recurred = again.status == .guestDied
             || again.crashes.contains { c in result.crashes.contains { $0.fingerprint.prefix(3) == c.fingerprint.prefix(3) } }
         for i in result.crashes.indices { result.crashes[i].recurred = recurred }
-        for c in again.crashes where !result.crashes.contains(where: { $0.fingerprint == c.fingerprint }) { result.crashes.append(c) }
+        // The same crash again is the same crash, though its trace's tail may differ (the crash
+        // drill's second panic once had one frame more): only a new one is added.
+        for c in again.crashes where !result.crashes.contains(where: { $0.fingerprint.prefix(3) == c.fingerprint.prefix(3) }) { result.crashes.append(c) }
         result.warnings += again.warnings
         for (id, cell) in again.cells where cell.verdict != .notSelected && (unfinished.contains(id) || filters == nil) {
             var merged = cell

@@ -39,6 +39,12 @@ struct KernelsCommand: ParsableCommand {
                 print("  \(names.padding(toLength: 26, withPad: " ", startingAt: 0)) \(e.release.padding(toLength: 28, withPad: " ", startingAt: 0)) \(e.suite.padding(toLength: 18, withPad: " ", startingAt: 0)) \(cache.cached(e) != nil ? "cached" : "-")")
                 for p in e.packages { print("      \(p.name) \(p.version)") }
             }
+            for src in lock.sources ?? [] {
+                let images = ((try? FileManager.default.contentsOfDirectory(atPath: cache.root + "/builds/" + src.package.version + "/images")) ?? [])
+                    .filter { !$0.hasSuffix(".new") }
+                let aliases = [src.name + "-control", src.name + "-mutant", src.name + "-mutant-ID"].joined(separator: ", ")
+                print("  source \(src.name.padding(toLength: 19, withPad: " ", startingAt: 0)) \(src.package.name) \(src.package.version) (\(src.suite)); builds \(aliases); \(images.count) image(s) built")
+            }
         }
     }
 
