@@ -22,8 +22,9 @@ SECOND_KERNEL_TESTS ?= (BugReport|Scenario|MarkInheritance|OverlappingSubnets)[A
 # score. Built once into the kernel cache's builds/ (the mutants reuse the control's build tree).
 MUTANT_SERIES ?= 6.1
 MUTANT_ALONE ?= xfrmi-netns-teardown migrate-direction
-# The shared mutant's detector that corrupts a list when it fires runs after the others there.
-MUTANT_LAST ?= xfrmiCrossNetnsDelete
+# Tests that run by themselves after the others on the shared mutant (none today; see
+# Docs/Mutant-kernels.md for xfrmi-cross-netns-delete, whose mutant is left out).
+MUTANT_LAST ?=
 MUTANT_KERNELS = $(MUTANT_SERIES)-control $(MUTANT_SERIES)-mutant $(foreach id,$(MUTANT_ALONE),$(MUTANT_SERIES)-mutant-$(id))
 # A report's test function is its ID in camel case (Tests/LabTests/BugReportTests.swift).
 report_test = BugReportTests/$(shell echo '$(1)' | sed -E 's/-(.)/\U\1/g')\(
