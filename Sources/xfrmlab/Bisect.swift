@@ -114,7 +114,7 @@ struct Bisect: ParsableCommand {
         guard status == 0 else { throw ValidationError("git bisect run exited \(status) (log: \(out)/bisect.log)") }
         // `# first bad commit: [SHA] subject` is the last comment of the log.
         if let first = log.split(separator: "\n").last(where: { $0.hasPrefix("# first bad commit:") }) {
-            say("\(r.id): REPRODUCES from \(first.dropFirst("# first bad commit: ".count)) on")
+            say("\n\(r.id): REPRODUCES from \(first.dropFirst("# first bad commit: ".count)) on")
         }
         say("steps: \(out)/bisect.log, each step's matrix in \(out)/")
     }
