@@ -168,7 +168,7 @@ public struct KernelBuilder: Sendable {
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: objects + "/arch/x86/boot/bzImage", toPath: staging + "/vmlinuz-" + release)
         try FileManager.default.copyItem(atPath: objects + "/.config", toPath: staging + "/config-" + release)
-        var built = Built(image: images + "/vmlinuz-" + release, config: images + "/config-" + release, release: release,
+        let built = Built(image: images + "/vmlinuz-" + release, config: images + "/config-" + release, release: release,
                           source: sourceDescription, patches: request.patches.map(\.name),
                           mutations: request.patches.compactMap(\.report), seconds: seconds, compiled: compiled)
         let encoder = JSONEncoder()
@@ -178,12 +178,11 @@ public struct KernelBuilder: Sendable {
         try FileManager.default.moveItem(atPath: staging, toPath: images)
         log(String(format: "kernels: built %@ in %.0f s (%d objects compiled)%@", release, seconds, compiled,
                    built.mutations.isEmpty ? "" : ", undoing the fixes of " + built.mutations.joined(separator: ", ")))
-        built.seconds = seconds
         return built
     }
 
     func cached(dir: String, key: String) -> Built? {
-        guard var built = Built.manifest(beside: dir + "/images/" + key + "/build.json"),
+        guard var built = Built.manifest(beside: dir + "/images/" + key + "/vmlinuz"),
               FileManager.default.fileExists(atPath: built.image) else { return nil }
         built.seconds = 0
         built.compiled = 0
