@@ -23,16 +23,18 @@ let package = Package(
         .target(name: "Netlink", dependencies: ["CNetlink", "CXfrmLabShims"]),
         .target(name: "Namespaces", dependencies: ["Netlink", "CXfrmLabShims"]),
         .target(name: "Topology", dependencies: ["Yams"]),
-        .target(name: "Probes", dependencies: ["Netlink", "Namespaces", "CXfrmLabShims"]),
+        // /dev/kmsg records and what in them means trouble: read by the lab and by the matrix.
+        .target(name: "Kmsg"),
+        .target(name: "Probes", dependencies: ["Netlink", "Namespaces", "Topology", "CXfrmLabShims"]),
         // States, policies, tunnels from topology files, and the capability probe.
         .target(name: "Xfrm", dependencies: ["Netlink", "Namespaces", "Topology", "CNetlink"]),
         .target(name: "Lab", dependencies: [
-            "Netlink", "Namespaces", "Topology", "Probes", "Xfrm",
+            "Netlink", "Namespaces", "Topology", "Probes", "Xfrm", "Kmsg",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Scenarios", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Xfrm"]),
         // The same suite on other kernels, in VMs (virtme-ng); verdicts against per-kernel expectations.
-        .target(name: "Matrix", dependencies: ["Namespaces", "Yams"]),
+        .target(name: "Matrix", dependencies: ["Namespaces", "Kmsg", "Yams"]),
         // strongSwan (charon + swanctl/vici) and libreswan (pluto) in lab namespaces, each with its own files.
         .target(name: "Daemons", dependencies: ["Lab", "Namespaces", "Netlink", "Topology"]),
         // Public bug reports as reproductions: Fixtures/reports/<id>/report.yaml + Catalog/<id>.swift → verdict per kernel.
@@ -51,7 +53,7 @@ let package = Package(
         .target(name: "TestSupport"),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "CNetlink", "TestSupport"]),
         .testTarget(name: "TopologyTests", dependencies: ["Topology", "TestSupport"], resources: [.copy("BadTopologies")]),
-        .testTarget(name: "MatrixTests", dependencies: ["Matrix"]),
+        .testTarget(name: "MatrixTests", dependencies: ["Matrix", "Kmsg"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink", "Xfrm", "TestSupport", "Daemons", "Reports"]),
     ]
 )

@@ -17,7 +17,7 @@ public enum IKEDaemonKind: String, Sendable, Hashable, CaseIterable, CustomStrin
 /// One IKE daemon running in a namespace of a lab, with everything of its own (configuration,
 /// run directory, NSS database, log) under `instance.directory`.
 ///
-/// Start one with `StrongSwan.start(…)` or `Libreswan.start(…)` (or both ends of a tunnel with
+/// Both are `IKEDaemonProcess`es. Start one with `StrongSwan.start(…)` or `Libreswan.start(…)` (or both ends of a tunnel with
 /// `IKETunnel.up(…)`), and always `stop()` it: that ends the process, waits for it and removes
 /// its directory.
 public protocol IKEDaemon: AnyObject, Sendable, CustomStringConvertible {
@@ -44,8 +44,6 @@ public protocol IKEDaemon: AnyObject, Sendable, CustomStringConvertible {
 }
 
 extension IKEDaemon {
-    public var description: String { "\(kind) on \(host) (\(namespace.name))" }
-
     /// The established IKE SA with an installed child SA, if there is one.
     public func established() throws -> IKESAStatus? {
         try status().first { $0.established && $0.children.contains(where: \.installed) }

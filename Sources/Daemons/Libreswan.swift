@@ -13,7 +13,7 @@ import Topology
 /// prefix's usr/libexec is bind-mounted over /usr/libexec: pluto execs
 /// /usr/libexec/ipsec/addconn at start-up, a path compiled in. The bind mount is private to
 /// pluto and its children (addconn, the updown script).
-public final class Libreswan: IKEDaemon, @unchecked Sendable {
+public final class Libreswan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable {
     public struct Options: Sendable {
         /// `plutodebug=` (none, base, all …).
         public var debug: String
@@ -32,27 +32,17 @@ public final class Libreswan: IKEDaemon, @unchecked Sendable {
         }
     }
 
-    public let kind = IKEDaemonKind.libreswan
-    public let host: String
-    public let namespace: Namespace
-    public let configuration: IKEConfiguration
     public let options: Options
-    public let instance: DaemonInstance
     public let installation: Installation.Libreswan
     public var configPath: String { instance.directory + "/ipsec.conf" }
     public var controlSocket: String { instance.directory + "/pluto.ctl" }
     public var nssDirectory: String { instance.directory + "/nss" }
-    private var stopped = false
-    private let lock = NSLock()
 
     private init(host: String, namespace: Namespace, configuration: IKEConfiguration, options: Options,
-                 instance: DaemonInstance, installation: Installation.Libreswan) {
-        self.host = host
-        self.namespace = namespace
-        self.configuration = configuration
+                 installation: Installation.Libreswan) throws {
         self.options = options
-        self.instance = instance
         self.installation = installation
+        try super.init(kind: .libreswan, host: host, namespace: namespace, configuration: configuration)
     }
 
     /// Starts pluto in `namespace` with `configuration` (loaded by pluto itself, auto=add); on
@@ -68,23 +58,16 @@ public final class Libreswan: IKEDaemon, @unchecked Sendable {
         if case .vti = configuration.style, configuration.family == .ipv6 {
             throw DaemonError(.configuration, "libreswan \(installation.version): its updown script makes VTI devices with `ip tunnel add … mode vti`, IPv4 only")
         }
-        let instance = try DaemonInstance(namespace: namespace, program: "pluto", logName: "pluto.log")
-        let daemon = Libreswan(host: host, namespace: namespace, configuration: configuration, options: options,
-                               instance: instance, installation: installation)
-        do {
+        let daemon = try Libreswan(host: host, namespace: namespace, configuration: configuration, options: options,
+                                   installation: installation)
+        try daemon.startUp(prepare: {
             try daemon.writeConfiguration()
             try daemon.makeNSSDatabase()
             try daemon.checkConfiguration()
-            try instance.launch(daemon.command(), environment: [
-                "PATH": installation.prefix == "/" ? "/usr/sbin:/usr/bin:/sbin:/bin"
-                    : "\(installation.prefix)/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "LANG": "C",
-            ])
-            try daemon.waitForConnection()
-        } catch {
-            daemon.stopQuietly()
-            throw error
-        }
+        }, command: daemon.command, environment: [
+            "PATH": installation.prefix == "/" ? "/usr/sbin:/usr/bin:/sbin:/bin"
+                : "\(installation.prefix)/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ], ready: daemon.waitForConnection)
         return daemon
     }
 
@@ -150,33 +133,20 @@ public final class Libreswan: IKEDaemon, @unchecked Sendable {
     /// certificates, the CA (trusted) and this end's key and certificate (pk12util).
     func makeNSSDatabase() throws {
         let nss = try instance.subdirectory("nss")
-        try tool([installation.certutil, "-N", "-d", "sql:" + nss, "--empty-password"], "certutil -N")
+        try runTool([installation.certutil, "-N", "-d", "sql:" + nss, "--empty-password"], "certutil -N", failure: .start, timeout: 60)
         if case .certificates(let ca) = configuration.authentication {
             let issued = try ca.issue(for: configuration.local)
-            try tool([installation.certutil, "-A", "-d", "sql:" + nss, "-n", "xfrmlab-ca", "-t", "CT,,", "-i", ca.certificatePath],
-                     "certutil -A (CA)")
-            try tool([installation.pk12util, "-d", "sql:" + nss, "-i", issued.pkcs12, "-W", ""], "pk12util -i")
-        }
-    }
-
-    private func tool(_ command: [String], _ what: String) throws {
-        let r = try namespace.execute(command, timeout: 60)
-        guard r.succeeded else {
-            throw DaemonError(.start, "\(self): \(what) failed: \(r)", logs: [
-                LogExcerpt(title: what, lines: (r.standardOutput + r.standardError).split(separator: "\n").map(String.init)),
-            ])
+            try runTool([installation.certutil, "-A", "-d", "sql:" + nss, "-n", "xfrmlab-ca", "-t", "CT,,", "-i", ca.certificatePath],
+                        "certutil -A (CA)", failure: .start, timeout: 60)
+            try runTool([installation.pk12util, "-d", "sql:" + nss, "-i", issued.pkcs12, "-W", ""], "pk12util -i", failure: .start, timeout: 60)
         }
     }
 
     /// `addconn --config FILE --checkconfig`: a mistake in the file, with libreswan's words,
     /// before pluto starts.
     func checkConfiguration() throws {
-        let r = try namespace.execute([installation.addconn, "--config", configPath, "--checkconfig"], timeout: 30)
-        guard r.succeeded else {
-            throw DaemonError(.configuration, "\(self): addconn --checkconfig refused \(configPath) (exit \(r.status))",
-                              logs: [LogExcerpt(title: "addconn --checkconfig",
-                                                lines: (r.standardOutput + r.standardError).split(separator: "\n").map(String.init))])
-        }
+        try runTool([installation.addconn, "--config", configPath, "--checkconfig"], "addconn --checkconfig of \(configPath)",
+                    failure: .configuration)
     }
 
     // MARK: - Start-up
@@ -184,33 +154,22 @@ public final class Libreswan: IKEDaemon, @unchecked Sendable {
     /// Waits until pluto answers on its control socket with the connection loaded (pluto's
     /// addconn helper adds it and tells pluto to listen).
     private func waitForConnection() throws {
-        let deadline = Date().addingTimeInterval(options.startTimeout)
         var said = ""
-        while true {
-            if access(controlSocket, F_OK) == 0, let r = try? whack(["--status"], timeout: 10) {
-                said = r.standardOutput
-                if r.succeeded && r.standardOutput.contains("\"\(configuration.name)\":") {
-                    // addconn loads the connection and only then tells pluto to listen: an initiate
-                    // in between is refused ("need --listen before --initiate", seen with two suites
-                    // at once). Listening again is harmless, and after it pluto has its interfaces.
-                    let listen = try whack(["--listen"], timeout: 10)
-                    guard listen.succeeded else {
-                        throw DaemonError(.start, "\(self): whack --listen failed (exit \(listen.status)): \(listen.standardOutput)\(listen.standardError)",
-                                          logs: instance.logExcerpts())
-                    }
-                    return
-                }
-            }
-            guard instance.isRunning else {
-                throw DaemonError(.start, "\(self): pluto exited during start-up (\(instance.exitDescription))",
+        try waitForStartUp(timeout: options.startTimeout, interval: 0.02, waitingFor: {
+            "connection \(configuration.name) not loaded" + (said.isEmpty ? "" : " (whack --status: \(said.split(separator: "\n").count) lines, without it)")
+        }) {
+            guard access(controlSocket, F_OK) == 0, let r = try? whack(["--status"], timeout: 10) else { return false }
+            said = r.standardOutput
+            guard r.succeeded && r.standardOutput.contains("\"\(configuration.name)\":") else { return false }
+            // addconn loads the connection and only then tells pluto to listen: an initiate in
+            // between is refused ("need --listen before --initiate", seen with two suites at
+            // once). Listening again is harmless, and after it pluto has its interfaces.
+            let listen = try whack(["--listen"], timeout: 10)
+            guard listen.succeeded else {
+                throw DaemonError(.start, "\(self): whack --listen failed (exit \(listen.status)): \(listen.standardOutput)\(listen.standardError)",
                                   logs: instance.logExcerpts())
             }
-            guard Date() < deadline else {
-                throw DaemonError(.start, "\(self): connection \(configuration.name) not loaded after \(format(options.startTimeout)) s"
-                                  + (said.isEmpty ? "" : " (whack --status: \(said.split(separator: "\n").count) lines, without it)"),
-                                  logs: instance.logExcerpts())
-            }
-            usleep(20_000)
+            return true
         }
     }
 
@@ -302,20 +261,8 @@ public final class Libreswan: IKEDaemon, @unchecked Sendable {
 
     // MARK: - Stop
 
+    /// SIGTERM: pluto deletes its SAs and policies, runs the down updown (routes, a VTI device
+    /// it made) and removes its control socket and pid file.
     @discardableResult
-    public func stop() throws -> StopReport? {
-        lock.lock()
-        defer { lock.unlock() }
-        guard !stopped else { return nil }
-        stopped = true
-        // SIGTERM: pluto deletes its SAs and policies, runs the down updown (routes, a VTI
-        // device it made) and removes its control socket and pid file.
-        let report = instance.terminate(grace: 10)
-        instance.remove()
-        let left = instance.leftovers()
-        guard left.isEmpty else { throw DaemonError(.stop, "\(self): not cleanly stopped: \(left.joined(separator: "; "))") }
-        return report
-    }
-
-    func stopQuietly() { _ = try? stop() }
+    public override func stop() throws -> StopReport? { try stopOnce(grace: 10) }
 }

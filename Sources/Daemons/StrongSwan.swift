@@ -8,7 +8,7 @@ import Topology
 /// (through `STRONGSWAN_CONF`, so /etc/strongswan.conf is never read), swanctl.conf, vici
 /// socket and log under its instance directory, configured with `swanctl --load-all` over that
 /// socket and driven over vici.
-public final class StrongSwan: IKEDaemon, @unchecked Sendable {
+public final class StrongSwan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable {
     /// How charon is set up besides the connection.
     public struct Options: Sendable {
         public enum Backend: Sendable, Hashable {
@@ -44,12 +44,7 @@ public final class StrongSwan: IKEDaemon, @unchecked Sendable {
         }
     }
 
-    public let kind = IKEDaemonKind.strongSwan
-    public let host: String
-    public let namespace: Namespace
-    public let configuration: IKEConfiguration
     public let options: Options
-    public let instance: DaemonInstance
     public let installation: Installation.StrongSwan
     /// The vici socket.
     public var viciPath: String { instance.directory + "/charon.vici" }
@@ -57,17 +52,12 @@ public final class StrongSwan: IKEDaemon, @unchecked Sendable {
     public var settingsPath: String { instance.directory + "/strongswan.conf" }
     public var swanctlConfigPath: String { instance.directory + "/swanctl/swanctl.conf" }
     private var device: String?
-    private var stopped = false
-    private let lock = NSLock()
 
     private init(host: String, namespace: Namespace, configuration: IKEConfiguration, options: Options,
-                 instance: DaemonInstance, installation: Installation.StrongSwan) {
-        self.host = host
-        self.namespace = namespace
-        self.configuration = configuration
+                 installation: Installation.StrongSwan) throws {
         self.options = options
-        self.instance = instance
         self.installation = installation
+        try super.init(kind: .strongSwan, host: host, namespace: namespace, configuration: configuration)
     }
 
     /// Starts charon in `namespace` and loads `configuration`; on any failure, whatever was
@@ -77,23 +67,18 @@ public final class StrongSwan: IKEDaemon, @unchecked Sendable {
         let installation = try Installation.strongSwan.get()
         if case .libipsec = options.backend { try Installation.libipsec.get() }
         try configuration.validate()
-        let instance = try DaemonInstance(namespace: namespace, program: "charon", logName: "charon.log")
-        let daemon = StrongSwan(host: host, namespace: namespace, configuration: configuration, options: options,
-                                instance: instance, installation: installation)
-        do {
+        let daemon = try StrongSwan(host: host, namespace: namespace, configuration: configuration, options: options,
+                                    installation: installation)
+        try daemon.startUp(prepare: {
             try daemon.writeConfiguration()
             if case .kernel = options.backend { daemon.device = try TunnelDevices.make(for: configuration, in: namespace) }
-            try instance.launch([installation.charon], environment: [
-                "STRONGSWAN_CONF": daemon.settingsPath,
-                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                "LANG": "C",
-            ])
+        }, command: { [installation.charon] }, environment: [
+            "STRONGSWAN_CONF": daemon.settingsPath,
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        ], ready: {
             try daemon.waitForVici()
             try daemon.load()
-        } catch {
-            daemon.stopQuietly()
-            throw error
-        }
+        })
         return daemon
     }
 
@@ -178,21 +163,10 @@ public final class StrongSwan: IKEDaemon, @unchecked Sendable {
     // MARK: - Start-up
 
     private func waitForVici() throws {
-        let deadline = Date().addingTimeInterval(options.startTimeout)
-        while true {
-            if let connection = try? ViciConnection(path: viciPath) {
-                connection.close()
-                return
-            }
-            guard instance.isRunning else {
-                throw DaemonError(.start, "\(self): charon exited during start-up (\(instance.exitDescription))",
-                                  logs: instance.logExcerpts())
-            }
-            guard Date() < deadline else {
-                throw DaemonError(.start, "\(self): no vici socket at \(viciPath) after \(format(options.startTimeout)) s",
-                                  logs: instance.logExcerpts())
-            }
-            usleep(10_000)
+        try waitForStartUp(timeout: options.startTimeout, interval: 0.01, waitingFor: { "no vici socket at \(viciPath)" }) {
+            guard let connection = try? ViciConnection(path: viciPath) else { return false }
+            connection.close()
+            return true
         }
     }
 
@@ -273,20 +247,10 @@ public final class StrongSwan: IKEDaemon, @unchecked Sendable {
 
     // MARK: - Stop
 
+    /// SIGTERM: charon removes its SAs, policies, routes, the routing rule and the TUN device;
+    /// the device the harness made for it goes after.
     @discardableResult
-    public func stop() throws -> StopReport? {
-        lock.lock()
-        defer { lock.unlock() }
-        guard !stopped else { return nil }
-        stopped = true
-        // SIGTERM: charon removes its SAs, policies, routes, the routing rule and the TUN device.
-        let report = instance.terminate(grace: 5)
-        if let device { TunnelDevices.remove(device, in: namespace) }
-        instance.remove()
-        let left = instance.leftovers()
-        guard left.isEmpty else { throw DaemonError(.stop, "\(self): not cleanly stopped: \(left.joined(separator: "; "))") }
-        return report
+    public override func stop() throws -> StopReport? {
+        try stopOnce(grace: 5) { if let device { TunnelDevices.remove(device, in: namespace) } }
     }
-
-    func stopQuietly() { _ = try? stop() }
 }

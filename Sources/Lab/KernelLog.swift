@@ -1,16 +1,11 @@
 import Glibc
+import Kmsg
 
 /// Reads the kernel log (/dev/kmsg) from the moment it is opened, to catch what netdev CI
 /// catches: WARN and BUG splats, call traces, refcount and ref_tracker reports, and
 /// "unregister_netdevice: waiting for X to become free". Read-only.
 public final class KernelLog: @unchecked Sendable {
     private var fd: Int32
-
-    /// Lines that mean the kernel is unhappy, whoever caused it.
-    public static let problemPatterns = [
-        "WARNING:", "BUG:", "RIP:", "Call Trace", "Oops", "ref_tracker", "refcount_t", "to become free",
-        "general protection fault", "kernel BUG", "list_add corruption", "list_del corruption", "UBSAN", "KASAN",
-    ]
 
     /// Opens the log positioned at its end; nil when there is none to read.
     public init?() {
@@ -33,17 +28,14 @@ public final class KernelLog: @unchecked Sendable {
                 break
             }
             if n == 0 { break }
-            let record = String(decoding: buffer[0..<n], as: UTF8.self)
-            // "PRIO,SEQ,TIMESTAMP,FLAGS;MESSAGE\n continuation lines"
-            if let semicolon = record.firstIndex(of: ";") {
-                out.append(String(record[record.index(after: semicolon)...].prefix { $0 != "\n" }))
-            }
+            if let record = KernelLogRecord(kmsg: String(decoding: buffer[0..<n], as: UTF8.self)) { out.append(record.text) }
         }
         return out
     }
 
-    /// The messages since the last read that match `problemPatterns`.
+    /// The messages since the last read that mean the kernel is unhappy, whoever caused it
+    /// (`KernelLogRecord.problemPatterns`, the matrix's list).
     public func problems() -> [String] {
-        read().filter { line in KernelLog.problemPatterns.contains { line.contains($0) } }
+        read().filter(KernelLogRecord.isProblem)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Namespaces
+import Kmsg
 
 /// What the guest side of a matrix run leaves in its results directory (the shared `--rwdir`):
 /// never the console, which is unreliable under TCG. The same driver runs on the host for

@@ -1,54 +1,7 @@
 import Dispatch
 import Foundation
 import Glibc
-
-/// One record of the kernel log as /dev/kmsg gives it: `PRIO,SEQ,USEC,FLAGS;TEXT`.
-public struct KernelLogRecord: Codable, Sendable, Equatable {
-    public var sequence: UInt64
-    /// Microseconds since boot on the printk clock.
-    public var microseconds: UInt64
-    public var priority: Int
-    public var text: String
-
-    public var seconds: Double { Double(microseconds) / 1_000_000 }
-
-    /// `[   12.345678] text`, as dmesg prints it.
-    public var dmesgLine: String { String(format: "[%12.6f] ", seconds) + text }
-
-    public init(sequence: UInt64, microseconds: UInt64, priority: Int, text: String) {
-        self.sequence = sequence
-        self.microseconds = microseconds
-        self.priority = priority
-        self.text = text
-    }
-
-    /// Parses one /dev/kmsg record; continuation lines (` KEY=value`) are dropped.
-    public init?(kmsg line: some StringProtocol) {
-        guard let semicolon = line.firstIndex(of: ";") else { return nil }
-        let fields = line[..<semicolon].split(separator: Character(","))
-        guard fields.count >= 3, let prio = Int(fields[0]), let seq = UInt64(fields[1]), let usec = UInt64(fields[2]) else { return nil }
-        let body = line[line.index(after: semicolon)...]
-        let text = String(body.prefix { $0 != "\n" })
-        self.init(sequence: seq, microseconds: usec, priority: prio & 7, text: KernelLogRecord.unescape(text))
-    }
-
-    /// /dev/kmsg escapes non-printable bytes as `\xNN`.
-    static func unescape(_ text: String) -> String {
-        guard text.contains("\\x") else { return text }
-        var out = [UInt8]()
-        let bytes = Array(text.utf8)
-        var i = 0
-        while i < bytes.count {
-            if bytes[i] == UInt8(ascii: "\\"), i + 3 < bytes.count, bytes[i + 1] == UInt8(ascii: "x"),
-               let v = UInt8(String(decoding: bytes[(i + 2)...(i + 3)], as: UTF8.self), radix: 16) {
-                out.append(v); i += 4
-            } else {
-                out.append(bytes[i]); i += 1
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-}
+import Kmsg
 
 public enum KernelLog {
     /// Writes a line to the kernel log and returns CLOCK_MONOTONIC around it, so the record's
@@ -71,15 +24,6 @@ public enum KernelLog {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
-    /// The records that mean the kernel got something wrong (as netdev CI scans for them):
-    /// WARN/BUG splats, oopses, refcount and ref_tracker reports, leaked devices, KASAN/UBSAN, kmemleak.
-    public static let warningPatterns: [String] = [
-        "WARNING:", "------------[ cut here ]------------", "BUG:", "kernel BUG at", "RIP:", "Call Trace:",
-        "Oops:", "general protection fault", "Kernel panic", "refcount_t:", "ref_tracker:",
-        "unregister_netdevice: waiting for", "unreferenced object 0x", "KASAN:", "UBSAN:",
-        "possible circular locking dependency", "suspicious RCU usage", "list_add corruption", "list_del corruption",
-    ]
-
     /// Groups warning records into splats: one per burst (warning records less than 1 s apart), each
     /// with up to `context` following records of the same burst so the trace is readable.
     public static func warnings(in records: [KernelLogRecord], ignoring ignored: [String] = [], context: Int = 24) -> [KernelWarning] {
@@ -87,12 +31,12 @@ public enum KernelLog {
         var i = 0
         while i < records.count {
             let r = records[i]
-            guard isWarning(r.text), !ignored.contains(where: { r.text.contains($0) }) else { i += 1; continue }
+            guard KernelLogRecord.isProblem(r.text), !ignored.contains(where: { r.text.contains($0) }) else { i += 1; continue }
             var lines = [r]
             var j = i + 1
             var last = r.microseconds
             while j < records.count, records[j].microseconds <= last + 1_000_000 {
-                if isWarning(records[j].text) { last = records[j].microseconds }
+                if KernelLogRecord.isProblem(records[j].text) { last = records[j].microseconds }
                 if lines.count < context { lines.append(records[j]) }
                 j += 1
             }
@@ -101,8 +45,6 @@ public enum KernelLog {
         }
         return result
     }
-
-    static func isWarning(_ text: String) -> Bool { warningPatterns.contains { text.contains($0) } }
 
     /// The console's `[   12.345678] text` lines logged after `microseconds`, as records (their
     /// priority unknown: 4). A panic stops a guest before its log recorder writes another line,
@@ -118,11 +60,6 @@ public enum KernelLog {
             records.append(KernelLogRecord(sequence: sequence + UInt64(records.count) + 1, microseconds: usec, priority: 4, text: String(text)))
         }
         return records
-    }
-
-    /// Control characters and backslashes as `\xNN`, as /dev/kmsg itself writes them.
-    static func escape(_ text: String) -> String {
-        String(text.unicodeScalars.map { $0.value < 0x20 || $0 == "\\" ? String(format: "\\x%02x", $0.value) : String($0) }.joined())
     }
 }
 
@@ -184,7 +121,7 @@ public final class KernelLogRecorder: @unchecked Sendable {
                 if n > 0 {
                     let raw = String(decoding: buffer[0..<n], as: UTF8.self)
                     if let record = KernelLogRecord(kmsg: raw) {
-                        lines += "\(record.priority),\(record.sequence),\(record.microseconds),-;\(KernelLog.escape(record.text))\n"
+                        lines += "\(record.priority),\(record.sequence),\(record.microseconds),-;\(KernelLogRecord.escape(record.text))\n"
                         if record.text.hasPrefix("xfrmlab-matrix: ") { lock.withLock { marks[record.text] = record.seconds } }
                     }
                     continue
@@ -215,7 +152,7 @@ public struct KernelWarning: Codable, Sendable, Equatable {
     public var at: Double
     public var records: [KernelLogRecord]
     /// The first matching line, for one-line summaries.
-    public var headline: String { records.first { KernelLog.isWarning($0.text) && !$0.text.hasPrefix("------------[ cut here") }?.text ?? records.first?.text ?? "" }
+    public var headline: String { records.first { KernelLogRecord.isProblem($0.text) && !$0.text.hasPrefix("------------[ cut here") }?.text ?? records.first?.text ?? "" }
     public var lines: [String] { records.map(\.dmesgLine) }
 }
 

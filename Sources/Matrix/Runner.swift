@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Glibc
 import Namespaces
+import Kmsg
 
 /// Runs the suite on each kernel in turn — the host directly, every other kernel in its own VM —
 /// and judges what came back.

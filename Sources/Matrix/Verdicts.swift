@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Kmsg
 
 /// A test's verdict on one kernel, after the retry and the expectations.
 public enum Verdict: String, Codable, Sendable, CaseIterable {

@@ -4,7 +4,8 @@ import Namespaces
 import Netlink
 
 /// One packet seen on an interface, from its IP header on (link-layer header removed), with
-/// what a test asks about it: addresses, protocol, ports, and the SPI when it is ESP.
+/// where and when it was seen; what a test asks about it (addresses, protocol, ports, the SPI
+/// when it is ESP) is its `summary`, parsed as the NFLOG trace's packets are.
 public struct CapturedPacket: Sendable, CustomStringConvertible {
     public enum Direction: Sendable { case incoming, outgoing }
 
@@ -12,78 +13,38 @@ public struct CapturedPacket: Sendable, CustomStringConvertible {
     public var interfaceIndex: Int32
     public var direction: Direction
     /// The packet from its IP header on.
-    public var bytes: [UInt8]
+    public let bytes: [UInt8]
+    /// The packet parsed; nil when the bytes are no IPv4 or IPv6 packet.
+    public let summary: PacketSummary?
 
-    public var ipVersion: Int { bytes.first.map { Int($0 >> 4) } ?? 0 }
-    public var source: [UInt8]? {
-        switch ipVersion {
-        case 4 where bytes.count >= 20: return Array(bytes[12..<16])
-        case 6 where bytes.count >= 40: return Array(bytes[8..<24])
-        default: return nil
-        }
+    public init(time: Date, interfaceIndex: Int32, direction: Direction, bytes: [UInt8]) {
+        self.time = time
+        self.interfaceIndex = interfaceIndex
+        self.direction = direction
+        self.bytes = bytes
+        summary = PacketSummary(bytes)
     }
-    public var destination: [UInt8]? {
-        switch ipVersion {
-        case 4 where bytes.count >= 20: return Array(bytes[16..<20])
-        case 6 where bytes.count >= 40: return Array(bytes[24..<40])
-        default: return nil
-        }
-    }
-    /// The IPv4 protocol or the IPv6 next header (extension headers are not followed).
-    public var ipProtocol: UInt8? {
-        switch ipVersion {
-        case 4 where bytes.count >= 20: return bytes[9]
-        case 6 where bytes.count >= 40: return bytes[6]
-        default: return nil
-        }
-    }
-    /// Bytes after the IP header.
-    var transport: ArraySlice<UInt8> {
-        switch ipVersion {
-        case 4 where bytes.count >= 20:
-            let ihl = Int(bytes[0] & 0x0f) * 4
-            return ihl <= bytes.count ? bytes[ihl...] : []
-        case 6 where bytes.count >= 40: return bytes[40...]
-        default: return []
-        }
-    }
+
+    public var ipVersion: Int { summary?.version ?? 0 }
+    public var source: [UInt8]? { summary?.source }
+    public var destination: [UInt8]? { summary?.destination }
+    /// The IPv4 protocol or the IPv6 next header (after hop-by-hop, routing and destination options).
+    public var ipProtocol: UInt8? { summary?.protocolNumber }
+
     public var udpPorts: (source: UInt16, destination: UInt16)? {
-        let t = transport
-        guard ipProtocol == 17, t.count >= 8 else { return nil }
-        let b = t.startIndex
-        return (UInt16(t[b]) << 8 | UInt16(t[b + 1]), UInt16(t[b + 2]) << 8 | UInt16(t[b + 3]))
+        guard let s = summary, s.proto == .udp, let from = s.sourcePort, let to = s.destinationPort else { return nil }
+        return (from, to)
     }
 
     /// The ESP header's SPI and sequence number: of an ESP packet (IP protocol 50) or of ESP in
     /// UDP on port 4500 (RFC 3948; a zero first word is the non-ESP marker of IKE, not ESP).
     public var esp: (spi: UInt32, sequence: UInt32, udpEncapsulated: Bool)? {
-        var t = transport
-        var udp = false
-        if ipProtocol == 17, let ports = udpPorts, ports.source == 4500 || ports.destination == 4500 {
-            t = t.dropFirst(8)
-            udp = true
-        } else if ipProtocol != 50 {
-            return nil
-        }
-        guard t.count >= 8 else { return nil }
-        let b = t.startIndex
-        let spi = t[b..<b + 4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-        let seq = t[b + 4..<b + 8].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-        if udp && spi == 0 { return nil }
-        return (spi, seq, udp)
+        guard let s = summary, s.proto == .esp || s.encapsulated, let spi = s.spi, let sequence = s.sequence else { return nil }
+        return (spi, sequence, s.encapsulated)
     }
 
     public var description: String {
-        var s = direction == .outgoing ? "out " : "in "
-        s += "\(source.map(formatAddress) ?? "?") → \(destination.map(formatAddress) ?? "?")"
-        if let esp {
-            s += " ESP\(esp.udpEncapsulated ? " in UDP 4500" : "") spi 0x\(String(esp.spi, radix: 16)) seq \(esp.sequence)"
-        } else if let ports = udpPorts {
-            s += " UDP \(ports.source) → \(ports.destination)"
-        } else if let p = ipProtocol {
-            s += " proto \(p)"
-        }
-        return s + " (\(bytes.count) bytes)"
+        (direction == .outgoing ? "out " : "in ") + (summary.map { "\($0)" } ?? "not IP") + " (\(bytes.count) bytes)"
     }
 }
 

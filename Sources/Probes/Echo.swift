@@ -59,6 +59,7 @@ public enum Echo {
         var trip = RoundTrip(request: describe, delivered: false, answered: false, seconds: 0)
         if let refusal = try Echo.send(client, payload, to: SocketAddress(bytes: destination, port: port)) {
             trip.refused = refusal
+            trip.seconds = Date().timeIntervalSince(started)
             return trip
         }
 
@@ -89,7 +90,8 @@ public enum Echo {
         let family = destination.count == 4 ? AF_INET : AF_INET6
         let describe = "tcp \(from.name) → \(formatAddress(destination)):\(port)" + (mark.map { " mark 0x\(String($0, radix: 16))" } ?? "")
         var trip = RoundTrip(request: describe, delivered: false, answered: false, seconds: 0)
-        defer { trip.seconds = Date().timeIntervalSince(started) }
+        // Measured at each return (a `defer` would set it on a copy after the value is returned).
+        func done(_ trip: RoundTrip) -> RoundTrip { var t = trip; t.seconds = Date().timeIntervalSince(started); return t }
         let listener = Socket(fd: try to.openSocket(domain: family, type: Int32(SOCK_STREAM.rawValue), protocol: 0))
         try listener.set(SOL_SOCKET, SO_REUSEADDR, 1, what: "SO_REUSEADDR")
         try listener.bind(SocketAddress(bytes: destination, port: port), what: "\(to.name) \(formatAddress(destination)):\(port)")
@@ -101,27 +103,27 @@ public enum Echo {
         let target = SocketAddress(bytes: destination, port: port)
         if target.withPointer({ connect(client.fd, $0, $1) }) != 0 && errno != EINPROGRESS {
             trip.refused = "connect → \(errnoName(errno)) (\(errnoText(errno)))"
-            return trip
+            return done(trip)
         }
         // The kernel completes the handshake on its own; the listener becomes readable.
-        guard Socket.wait(listener.fd, for: POLLIN, timeout: timeout) else { return trip }
+        guard Socket.wait(listener.fd, for: POLLIN, timeout: timeout) else { return done(trip) }
         let accepted = accept(listener.fd, nil, nil)
         guard accepted >= 0 else { throw SystemCallError("accept") }
         let connection = Socket(fd: accepted)
-        guard Socket.wait(client.fd, for: POLLOUT, timeout: timeout) else { return trip }
+        guard Socket.wait(client.fd, for: POLLOUT, timeout: timeout) else { return done(trip) }
         var error: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
         getsockopt(client.fd, SOL_SOCKET, SO_ERROR, &error, &length)
         if error != 0 {
             trip.refused = "connect → \(errnoName(error)) (\(errnoText(error)))"
-            return trip
+            return done(trip)
         }
         let payload = Array("xfrmlab probe\n".utf8)
         guard write(client.fd, payload, payload.count) == payload.count else { throw SystemCallError("write") }
-        guard Socket.wait(connection.fd, for: POLLIN, timeout: timeout) else { return trip }
+        guard Socket.wait(connection.fd, for: POLLIN, timeout: timeout) else { return done(trip) }
         var buffer = [UInt8](repeating: 0, count: 512)
         let got = read(connection.fd, &buffer, buffer.count)
-        guard got > 0, Array(buffer[0..<got]) == payload else { return trip }
+        guard got > 0, Array(buffer[0..<got]) == payload else { return done(trip) }
         trip.delivered = true
         var peer = SocketAddress()
         if peer.withMutablePointer({ getpeername(connection.fd, $0, $1) }) == 0 {
@@ -129,13 +131,13 @@ public enum Echo {
         }
         let answer = Array((identity ?? to.name).utf8)
         _ = write(connection.fd, answer, answer.count)
-        guard Socket.wait(client.fd, for: POLLIN, timeout: timeout) else { return trip }
+        guard Socket.wait(client.fd, for: POLLIN, timeout: timeout) else { return done(trip) }
         let back = read(client.fd, &buffer, buffer.count)
         if back > 0 {
             trip.answered = true
             trip.reply = String(decoding: buffer[0..<back], as: UTF8.self)
         }
-        return trip
+        return done(trip)
     }
 
     /// Sends ICMP or ICMPv6 echo requests from `from`, one every `timeout / attempts` seconds
@@ -151,7 +153,10 @@ public enum Echo {
         if let mark { try s.set(SOL_SOCKET, SO_MARK, Int32(bitPattern: mark), what: "SO_MARK") }
         let ident = UInt16.random(in: 1...UInt16.max)
         var trip = RoundTrip(request: describe, delivered: false, answered: false, seconds: 0)
-        defer { trip.seconds = Date().timeIntervalSince(started) }
+        // Unanswered: the time waited. Answered: from sending the request answered to its reply,
+        // as ping prints it.
+        func done(_ trip: RoundTrip, sent: Date? = nil) -> RoundTrip { var t = trip; t.seconds = Date().timeIntervalSince(sent ?? started); return t }
+        var sentAt: [UInt16: Date] = [:]
         let deadline = Date().addingTimeInterval(timeout)
         let interval = timeout / Double(max(1, attempts))
         for seq in 1...UInt16(max(1, attempts)) {
@@ -162,9 +167,10 @@ public enum Echo {
                 packet[2] = UInt8(c >> 8)
                 packet[3] = UInt8(c & 0xff)
             }
+            sentAt[seq] = Date()
             if let refusal = try Echo.send(s, packet, to: SocketAddress(bytes: destination, port: 0)) {
                 trip.refused = refusal
-                return trip
+                return done(trip)
             }
             let next = min(deadline, Date().addingTimeInterval(interval))
             while next.timeIntervalSinceNow > 0 {
@@ -177,10 +183,10 @@ public enum Echo {
                 trip.delivered = true
                 trip.answered = true
                 trip.seenSource = formatAddress(peer.addressBytes)
-                return trip
+                return done(trip, sent: sentAt[UInt16(reply[6]) << 8 | UInt16(reply[7])])
             }
         }
-        return trip
+        return done(trip)
     }
 
     /// Sends, turning the kernel's refusals to route or pass the packet into an observation.

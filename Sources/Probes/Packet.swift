@@ -14,6 +14,8 @@ public struct PacketSummary: Sendable, Hashable, CustomStringConvertible {
     public var destinationPort: UInt16?
     /// ESP's SPI, for plain ESP or ESP in UDP (NAT-T, port 4500).
     public var spi: UInt32?
+    /// ESP's sequence number, beside its SPI.
+    public var sequence: UInt32?
     public var encapsulated: Bool
     public var icmpType: UInt8?
     public var length: Int
@@ -60,6 +62,7 @@ public struct PacketSummary: Sendable, Hashable, CustomStringConvertible {
             // RFC 3948: on port 4500 a non-zero first word is an ESP SPI (zero marks IKE).
             if sourcePort == 4500 || destinationPort == 4500, rest.count >= 12, let spi = u32(8, in: rest), spi != 0 {
                 self.spi = spi
+                sequence = u32(12, in: rest)
                 encapsulated = true
             }
         case 6:
@@ -75,6 +78,7 @@ public struct PacketSummary: Sendable, Hashable, CustomStringConvertible {
         case 50:
             proto = .esp
             spi = u32(0, in: rest)
+            sequence = u32(4, in: rest)
         case 51:
             proto = .ah
             spi = u32(4, in: rest)

@@ -1,6 +1,7 @@
 import Foundation
 import Namespaces
 import Netlink
+import Topology
 
 /// A trace drawn with Graphviz: each host a box holding its hops in the order the kernel logged
 /// them (hook, interfaces, mark, connection mark, the inner 5-tuple or the ESP SPI); an arrow
@@ -12,7 +13,7 @@ extension Trace {
     public func dot(expected: PathExpectation? = nil, title: String? = nil) -> String {
         var out = "digraph \"trace\" {\n"
         let heading = title ?? expected.map { "trace: \($0.name)" } ?? "trace"
-        out += "  graph [rankdir=TB, newrank=true, fontname=\"Helvetica\", fontsize=16, label=\(quoted(heading)), labelloc=t, nodesep=0.35, ranksep=0.35, pad=0.3];\n"
+        out += "  graph [rankdir=TB, newrank=true, fontname=\"Helvetica\", fontsize=16, label=\(DOT.quoted(heading)), labelloc=t, nodesep=0.35, ranksep=0.35, pad=0.3];\n"
         out += "  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\", fontsize=10, fillcolor=\"#ffffff\"];\n"
         out += "  edge [fontname=\"Helvetica\", fontsize=9, color=\"#444444\"];\n"
         let match = expected?.match(self)
@@ -25,7 +26,7 @@ extension Trace {
         for (h, host) in hosts.enumerated() {
             let list = hops.indices.filter { hops[$0].host == host }
             guard !list.isEmpty else { continue }
-            out += "    subgraph cluster_host\(h) {\n      label=<<B>\(html(host))</B>>; style=\"rounded,filled\"; fillcolor=\"#eef3f8\"; color=\"#7f9cbf\";\n"
+            out += "    subgraph cluster_host\(h) {\n      label=<<B>\(DOT.html(host))</B>>; style=\"rounded,filled\"; fillcolor=\"#eef3f8\"; color=\"#7f9cbf\";\n"
             for i in list {
                 let hop = hops[i]
                 let esp = hop.packet.proto == .esp || hop.packet.encapsulated
@@ -56,18 +57,18 @@ extension Trace {
                     && hops[j].packet.destinationPort == p.destinationPort && hops[j].packet.spi == p.spi
             }) {
                 arrived.insert(j)
-                out += "    hop\(i) -> hop\(j) [label=\(quoted("\(out0) → \(hops[j].inInterface ?? "?")")), style=bold, color=\"#2060a0\", constraint=true];\n"
+                out += "    hop\(i) -> hop\(j) [label=\(DOT.quoted("\(out0) → \(hops[j].inInterface ?? "?")")), style=bold, color=\"#2060a0\", constraint=true];\n"
             }
         }
         out += "  }\n"
 
         if let expected, let match {
-            out += "  subgraph cluster_expected {\n    label=<<B>expected: \(html(expected.name))</B>>; style=\"rounded\"; color=\"#999999\";\n"
+            out += "  subgraph cluster_expected {\n    label=<<B>expected: \(DOT.html(expected.name))</B>>; style=\"rounded\"; color=\"#999999\";\n"
             for (s, step) in expected.steps.enumerated() {
                 let found = match.steps[s]
                 let state = found.hop != nil ? "matched" : found.outOfOrder ? "MISSING (seen, but out of order)" : "MISSING"
                 let colors = found.hop != nil ? "fillcolor=\"#d8f0d8\", color=\"#2a7a2a\"" : "fillcolor=\"#f8d0d0\", color=\"#c00000\", penwidth=2"
-                out += "    step\(s) [label=<\(html(step.description))<BR/><I>\(state)</I>>, \(colors)];\n"
+                out += "    step\(s) [label=<\(DOT.html(step.description))<BR/><I>\(state)</I>>, \(colors)];\n"
             }
             for (a, b) in zip(expected.steps.indices, expected.steps.indices.dropFirst()) {
                 out += "    step\(a) -> step\(b);\n"
@@ -75,7 +76,7 @@ extension Trace {
             for (f, rule) in expected.forbidden.enumerated() {
                 let broken = !match.violations[f].isEmpty
                 let colors = broken ? "fillcolor=\"#f8d0d0\", color=\"#c00000\", penwidth=2" : "fillcolor=\"#eeeeee\""
-                out += "    never\(f) [label=<never: \(html(rule.description))<BR/><I>\(broken ? "SEEN \(match.violations[f].count)×" : "not seen")</I>>, \(colors)];\n"
+                out += "    never\(f) [label=<never: \(DOT.html(rule.description))<BR/><I>\(broken ? "SEEN \(match.violations[f].count)×" : "not seen")</I>>, \(colors)];\n"
             }
             if let last = expected.steps.indices.last {
                 for f in expected.forbidden.indices { out += "    step\(last) -> never\(f) [style=invis];\n" }
@@ -137,16 +138,16 @@ public enum Graphviz {
 /// The hop as an HTML-like label: host and hook, the packet, interfaces, marks.
 private func label(_ hop: Hop) -> String {
     let p = hop.packet
-    var lines = ["<B>\(html(hop.host)) · \(hop.hook.rawValue)</B>"]
+    var lines = ["<B>\(DOT.html(hop.host)) · \(hop.hook.rawValue)</B>"]
     let src = formatAddress(p.source), dst = formatAddress(p.destination)
     if p.proto == .esp || p.encapsulated {
         lines.append("ESP spi 0x\(String(p.spi ?? 0, radix: 16))" + (p.encapsulated ? " in UDP \(p.sourcePort ?? 0)→\(p.destinationPort ?? 0)" : ""))
-        lines.append(html("\(src) → \(dst)"))
+        lines.append(DOT.html("\(src) → \(dst)"))
     } else {
         switch p.proto {
-        case .udp, .tcp: lines.append(html("\(p.proto.rawValue) \(src):\(p.sourcePort ?? 0) → \(dst):\(p.destinationPort ?? 0)"))
-        case .icmp, .icmpv6: lines.append(html("\(p.proto.rawValue) type \(p.icmpType ?? 0) \(src) → \(dst)"))
-        default: lines.append(html("\(p)"))
+        case .udp, .tcp: lines.append(DOT.html("\(p.proto.rawValue) \(src):\(p.sourcePort ?? 0) → \(dst):\(p.destinationPort ?? 0)"))
+        case .icmp, .icmpv6: lines.append(DOT.html("\(p.proto.rawValue) type \(p.icmpType ?? 0) \(src) → \(dst)"))
+        default: lines.append(DOT.html("\(p)"))
         }
     }
     var where_: [String] = []
@@ -154,7 +155,7 @@ private func label(_ hop: Hop) -> String {
     if let o = hop.outInterface { where_.append("out \(o)") }
     var marks = "mark 0x\(String(hop.mark, radix: 16))"
     if let ct = hop.connectionMark { marks += " · ct mark 0x\(String(ct, radix: 16))" }
-    lines.append(html((where_ + [marks]).joined(separator: " · ")))
+    lines.append(DOT.html((where_ + [marks]).joined(separator: " · ")))
     return lines.joined(separator: "<BR/>")
 }
 
@@ -168,13 +169,5 @@ private func transition(_ a: Hop, _ b: Hop) -> (label: String, color: String)? {
 
 private func attributes(_ t: (label: String, color: String)?) -> String {
     guard let t else { return "" }
-    return " [label=\(quoted(t.label)), color=\"\(t.color)\", fontcolor=\"\(t.color)\", penwidth=2]"
-}
-
-private func quoted(_ s: String) -> String {
-    "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
-}
-
-private func html(_ s: String) -> String {
-    s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    return " [label=\(DOT.quoted(t.label)), color=\"\(t.color)\", fontcolor=\"\(t.color)\", penwidth=2]"
 }

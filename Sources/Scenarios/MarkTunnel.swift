@@ -14,18 +14,47 @@ public enum ScenarioFamily: String, Sendable, CaseIterable, CustomStringConverti
     var addressFamily: UInt8 { self == .ipv4 ? UInt8(AF_INET) : UInt8(AF_INET6) }
     public var description: String { rawValue }
 
-    /// libreswan's west-east addresses (Topologies/west-east-*.yaml).
-    public var westOuter: [UInt8] { parseAddress(self == .ipv4 ? "192.1.2.45" : "2001:db8:1:2::45")! }
-    public var eastOuter: [UInt8] { parseAddress(self == .ipv4 ? "192.1.2.23" : "2001:db8:1:2::23")! }
-    public var nic: [UInt8] { parseAddress(self == .ipv4 ? "192.1.2.254" : "2001:db8:1:2::254")! }
-    public var westInner: [UInt8] { parseAddress(self == .ipv4 ? "192.0.1.254" : "2001:db8:0:1::254")! }
-    public var eastInner: [UInt8] { parseAddress(self == .ipv4 ? "192.0.2.254" : "2001:db8:0:2::254")! }
-    public var westSubnet: CIDR { CIDR(self == .ipv4 ? "192.0.1.0/24" : "2001:db8:0:1::/64")! }
-    public var eastSubnet: CIDR { CIDR(self == .ipv4 ? "192.0.2.0/24" : "2001:db8:0:2::/64")! }
     /// `0.0.0.0/0` or `::/0`.
     public var everything: CIDR { CIDR(address: self == .ipv4 ? .v4([0, 0, 0, 0]) : .v6(Array(repeating: 0, count: 16)), prefixLength: 0) }
     /// A host prefix (/32, /128) of `bytes`, an address of this family.
     public func host(_ bytes: [UInt8]) -> CIDR { CIDR(address: self == .ipv4 ? .v4(bytes) : .v6(bytes), prefixLength: width * 8) }
+}
+
+/// The addresses of libreswan's west-east layout that the scenarios' cases use, read from the
+/// topology the case runs on (so a topology file is their one source): west's and east's
+/// public addresses (eth1), nic's on the same network, west's and east's private addresses
+/// (eth0) and the networks those are on.
+public struct WestEast: Sendable {
+    public var family: ScenarioFamily
+    public var westOuter: [UInt8]
+    public var eastOuter: [UInt8]
+    public var nic: [UInt8]
+    public var westInner: [UInt8]
+    public var eastInner: [UInt8]
+    public var westSubnet: CIDR
+    public var eastSubnet: CIDR
+
+    public init(_ topology: Topology, family: ScenarioFamily) throws {
+        let wanted: IPAddress.Family = family == .ipv4 ? .ipv4 : .ipv6
+        func find(_ host: String, _ interface: String) throws -> (address: [UInt8], network: CIDR) {
+            for network in topology.networks {
+                for m in network.members where m.host == host && m.interface == interface {
+                    guard let a = m.addresses.first(where: { $0.family == wanted }) else { continue }
+                    return (a.address.bytes, network.subnets.first { $0.family == wanted && $0.contains(a.address) } ?? a.network)
+                }
+            }
+            throw LabError("\(topology.source ?? topology.name): the scenario needs an \(family) address on \(host) \(interface) (libreswan's west-east layout)")
+        }
+        self.family = family
+        (westOuter, _) = try find("west", "eth1")
+        (eastOuter, _) = try find("east", "eth1")
+        (nic, _) = try find("nic", "eth1")
+        (westInner, westSubnet) = try find("west", "eth0")
+        (eastInner, eastSubnet) = try find("east", "eth0")
+    }
+
+    /// Those of the lab's topology.
+    public init(_ lab: Lab, family: ScenarioFamily) throws { try self.init(lab.topology, family: family) }
 }
 
 /// How one end of a scenario's tunnel picks traffic: by policy (with a mark or none), through a

@@ -49,6 +49,8 @@ public enum OutputMark {
     /// What one exchange showed, and the verdicts computed from it.
     public struct Outcome: Sendable, CustomStringConvertible {
         public var testCase: Case
+        /// The addresses the case used, from the lab's topology.
+        public var addresses: WestEast
         public var tunnel: MarkTunnel
         public var trip: RoundTrip
         public var trace: Trace
@@ -76,7 +78,7 @@ public enum OutputMark {
     /// west's subnet to east's marked 0x1, traces west, nic and east, and reads the SA counters
     /// and the route west's ESP would take.
     public static func observe(_ lab: Lab, _ c: Case, port: UInt16) throws -> Outcome {
-        let f = c.family
+        let f = try WestEast(lab, family: c.family)
         var west = MarkTunnelEnd(host: "west", outer: f.westOuter, subnets: [f.westSubnet], style: c.style)
         west.outputMark = c.outputMark
         west.lower = "eth1"
@@ -99,7 +101,7 @@ public enum OutputMark {
             .then(.on("east", .postrouting).esp(spi: tunnel.rightToLeftSPI).out("eth1"))
             .then(.on("west", .input).udp(from: f.eastInner))
             .never(.on("nic", .forward).udp(to: f.eastInner))
-        return Outcome(testCase: c, tunnel: tunnel, trip: trip, trace: trace, espMark: espOut?.mark, steeredThroughNic: viaNic,
+        return Outcome(testCase: c, addresses: f, tunnel: tunnel, trip: trip, trace: trace, espMark: espOut?.mark, steeredThroughNic: viaNic,
                        route: route, westOutPackets: try MarkTunnel.state(lab, "west", spi: tunnel.leftToRightSPI)?.counters.packets ?? 0,
                        evaluation: expected.evaluate(trace))
     }
@@ -107,12 +109,12 @@ public enum OutputMark {
     /// The checks of one case: the path, the route the ESP mark selects, the SA counter.
     public static func checks(_ o: Outcome) -> [Check] {
         let c = o.testCase
-        let table50 = o.route.map { $0.table == 50 && $0.gateway == c.family.nic } ?? false
+        let table50 = o.route.map { $0.table == 50 && $0.gateway == o.addresses.nic } ?? false
         return [
             Check("\(c): \(o.verdict)", passed: o.evaluation.passed && o.trip.answered,
                   detail: o.evaluation.passed ? "\(o.trip)" : o.evaluation.report),
             Check("\(c): route get for the ESP's mark says table 50 via nic", passed: table50,
-                  detail: "ip -n west route get \(formatAddress(c.family.eastOuter)) mark \(o.espMark.map(hex) ?? "?"): \(o.route.map { "\($0)" } ?? "no ESP seen")"),
+                  detail: "ip -n west route get \(formatAddress(o.addresses.eastOuter)) mark \(o.espMark.map(hex) ?? "?"): \(o.route.map { "\($0)" } ?? "no ESP seen")"),
             Check("\(c): bits outside the mask are \(c.mask == nil ? "overwritten" : "kept")",
                   passed: o.systemBitsSurvive == (c.mask != nil), detail: "ESP mark \(o.espMark.map(hex) ?? "not seen"), west's SA counted \(o.westOutPackets) packet(s)"),
         ]

@@ -83,7 +83,7 @@ public enum SharedMark {
     }
 
     public static func observe(_ lab: Lab, _ c: Case, port: UInt16) throws -> Outcome {
-        let f = c.family
+        let f = try WestEast(lab, family: c.family)
         func end(_ host: String, outer: [UInt8], subnet: CIDR) -> MarkTunnelEnd {
             var e = MarkTunnelEnd(host: host, outer: outer, subnets: [subnet], style: c.style)
             e.lower = "eth1"

@@ -72,13 +72,13 @@ public enum XfrmiRoadWarrior {
             "\(design) \(shape) \(family)" + (outputMark ? " output-mark \(hex(design.mark))" : " no output mark") + (tied ? " xfrm0 dev eth1" : "")
                 + (socketMark.map { ", cleartext marked \(hex($0))" } ?? "")
         }
-        var source: [UInt8] { shape == .hostToHost ? family.westOuter : family.westInner }
-        var destination: [UInt8] { shape == .hostToHost ? family.eastOuter : family.eastInner }
+        func source(_ a: WestEast) -> [UInt8] { shape == .hostToHost ? a.westOuter : a.westInner }
+        func destination(_ a: WestEast) -> [UInt8] { shape == .hostToHost ? a.eastOuter : a.eastInner }
         /// What west's policies protect on each side, and what table 50 routes into xfrm0.
-        var westSide: CIDR { shape == .hostToHost ? family.host(family.westOuter) : family.everything }
-        var eastSide: CIDR { shape == .hostToHost ? family.host(family.eastOuter) : family.everything }
+        func westSide(_ a: WestEast) -> CIDR { shape == .hostToHost ? family.host(a.westOuter) : family.everything }
+        func eastSide(_ a: WestEast) -> CIDR { shape == .hostToHost ? family.host(a.eastOuter) : family.everything }
         /// East protects its own side only (its subnet for 0/0).
-        var eastLocal: CIDR { shape == .hostToHost ? eastSide : family.eastSubnet }
+        func eastLocal(_ a: WestEast) -> CIDR { shape == .hostToHost ? eastSide(a) : a.eastSubnet }
     }
 
     public struct Outcome: Sendable, CustomStringConvertible {
@@ -95,10 +95,11 @@ public enum XfrmiRoadWarrior {
     }
 
     /// West's rules for the design, as requests (each printed as its `ip rule` command).
-    static func rules(_ c: Case, namespace: String) -> [Request] {
+    static func rules(_ c: Case, _ a: WestEast, namespace: String) -> [Request] {
         let fam = c.family.addressFamily, v6 = c.family == .ipv6 ? "-6 " : ""
-        let to: (bytes: [UInt8], length: Int)? = c.eastSide.prefixLength == 0 ? nil : (c.eastSide.address.bytes, c.eastSide.prefixLength)
-        let toText = to == nil ? "" : "to \(c.eastSide) "
+        let eastSide = c.eastSide(a)
+        let to: (bytes: [UInt8], length: Int)? = eastSide.prefixLength == 0 ? nil : (eastSide.address.bytes, eastSide.prefixLength)
+        let toText = to == nil ? "" : "to \(eastSide) "
         let m = c.design.mark
         switch c.design {
         case .notFwmark:
@@ -118,17 +119,18 @@ public enum XfrmiRoadWarrior {
     /// Sets the case up on `lab` (fresh), sends one UDP datagram from west to east through the
     /// design, and computes the verdict.
     public static func observe(_ lab: Lab, _ c: Case, port: UInt16) throws -> Outcome {
-        var west = MarkTunnelEnd(host: "west", outer: c.family.westOuter, subnets: [c.westSide], style: .xfrmi)
+        let addresses = try WestEast(lab, family: c.family)
+        var west = MarkTunnelEnd(host: "west", outer: addresses.westOuter, subnets: [c.westSide(addresses)], style: .xfrmi)
         west.device = device
         west.lower = c.tied ? "eth1" : nil
         west.routeTable = table
         if c.outputMark { west.outputMark = XfrmMark(c.design.mark) }
-        var east = MarkTunnelEnd(host: "east", outer: c.family.eastOuter, subnets: [c.eastLocal])
+        var east = MarkTunnelEnd(host: "east", outer: addresses.eastOuter, subnets: [c.eastLocal(addresses)])
         if c.outputMark { east.outputMark = XfrmMark(c.design.mark) }
         // UDP only: the policies stay out of neighbour discovery's way.
         let tunnel = try MarkTunnel.install(lab, left: west, right: east, ipProtocol: UInt8(IPPROTO_UDP))
         let ns = try lab.namespace("west")
-        let ruleRequests = rules(c, namespace: ns.name)
+        let ruleRequests = rules(c, addresses, namespace: ns.name)
         try ns.route.batch(ruleRequests)
 
         let westBefore = try XfrmStatistics.read(ns)
@@ -139,7 +141,7 @@ public enum XfrmiRoadWarrior {
         // policy-mode SA re-injects after decryption).
         let capture = try PacketCapture(namespace: ns, interface: "eth1")
         let (trip, trace) = try lab.traceNamed(hosts: ["west", "east"]) {
-            try Echo.udp(from: ns, to: lab.namespace("east"), destination: c.destination, port: port, source: c.source,
+            try Echo.udp(from: ns, to: lab.namespace("east"), destination: c.destination(addresses), port: port, source: c.source(addresses),
                          mark: c.socketMark, timeout: 2)
         }
         let wire = try capture.collect(for: 0.1)
@@ -181,10 +183,10 @@ public enum XfrmiRoadWarrior {
             + "; out of west's eth1: \(esp.count) ESP of spi \(hex(a)), \(clear.count) cleartext; ESP routed into \(device): \(espIntoDevice.count); "
             + "west XFRM counters: \(increases.isEmpty ? "none moved" : increases); \(trip)"
         let expected = PathExpectation("\(c): cleartext into \(device), its ESP out of eth1")
-            .then(.on("west", .postrouting).udp(to: c.destination, port: port).out(device))
+            .then(.on("west", .postrouting).udp(to: c.destination(addresses), port: port).out(device))
             .then(.on("west", .postrouting).esp(spi: a).out("eth1"))
-            .then(.on("east", .input).udp(to: c.destination, port: port))
-            .then(.on("west", .input).udp(from: c.destination).in(device))
+            .then(.on("east", .input).udp(to: c.destination(addresses), port: port))
+            .then(.on("west", .input).udp(from: c.destination(addresses)).in(device))
             .never(.on("west").esp().out(device))
         return Outcome(testCase: c, tunnel: tunnel, rules: ruleRequests.map(\.summary), trip: trip, trace: trace, verdict: verdict,
                        evidence: evidence, evaluation: expected.evaluate(trace))

@@ -3,8 +3,7 @@
 /// dashed edge per IPsec tunnel with its style, mark or if_id, and its IKE daemons.
 extension Topology {
     public func dot() -> String {
-        // Names and addresses are validated (no quotes or backslashes); `\n` breaks label lines.
-        func q(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "'") + "\"" }
+        func q(_ s: String) -> String { DOT.quoted(s) }
         var out = "graph \(q(name)) {\n"
         out += "  graph [layout=neato, overlap=false, splines=true, sep=\"+12\", fontname=\"Helvetica\", label=\(q(name)), labelloc=t, fontsize=16, pad=0.3];\n"
         out += "  node [fontname=\"Helvetica\", fontsize=11];\n  edge [fontname=\"Helvetica\", fontsize=9, color=\"#555555\"];\n"
@@ -12,17 +11,17 @@ extension Topology {
             var lines = ["<B>\(h.name)</B>"]
             if h.forwarding { lines.append("forwarding") }
             for m in h.masquerade { lines.append("masquerade out \(m.out)" + (m.from.map { " from \($0)" } ?? "")) }
-            for r in h.rules { lines.append(html(r.description.replacingOccurrences(of: "rule ", with: ""))) }
-            for r in h.routes where r.table != .main { lines.append(html("route \(r)")) }
+            for r in h.rules { lines.append(DOT.html(r.description.replacingOccurrences(of: "rule ", with: ""))) }
+            for r in h.routes where r.table != .main { lines.append(DOT.html("route \(r)")) }
             out += "  \(q("host:" + h.name)) [shape=box, style=\"rounded,filled\", fillcolor=\"#dbe9f6\", label=<\(lines.joined(separator: "<BR/>"))>];\n"
         }
         for n in networks {
-            let subnets = n.subnets.map { html($0.description) }.joined(separator: "<BR/>")
+            let subnets = n.subnets.map { DOT.html($0.description) }.joined(separator: "<BR/>")
             let kind = n.kind == .macvlan ? "<BR/><I>macvlan</I>" : (n.members.count > 2 ? "<BR/><I>bridge in \(n.bridge ?? "switch")</I>" : "")
-            out += "  \(q("net:" + n.name)) [shape=ellipse, style=filled, fillcolor=\"#f3f3f3\", label=<<B>\(html(n.name))</B><BR/>\(subnets)\(kind)>];\n"
+            out += "  \(q("net:" + n.name)) [shape=ellipse, style=filled, fillcolor=\"#f3f3f3\", label=<<B>\(DOT.html(n.name))</B><BR/>\(subnets)\(kind)>];\n"
             for m in n.members {
-                let label = ([m.interface] + m.addresses.map(\.description)).joined(separator: "\\n")
-                out += "  \(q("host:" + m.host)) -- \(q("net:" + n.name)) [label=\(q(label)), len=2.2];\n"
+                let label = DOT.quoted(lines: [m.interface] + m.addresses.map(\.description))
+                out += "  \(q("host:" + m.host)) -- \(q("net:" + n.name)) [label=\(label), len=2.2];\n"
             }
         }
         for t in tunnels {
@@ -38,12 +37,27 @@ extension Topology {
                 label.append("static keys, \(t.algorithm.rawValue)" + (t.encapsulation == .udp ? ", ESP in UDP" : ""))
             }
             label.append(t.left.subnets.map(\.description).joined(separator: " ") + " ⇄ " + t.right.subnets.map(\.description).joined(separator: " "))
-            out += "  \(q("host:" + t.left.host)) -- \(q("host:" + t.right.host)) [style=dashed, penwidth=2, color=\"#b5472c\", fontcolor=\"#b5472c\", len=3, label=\(q(label.joined(separator: "\\n")))];\n"
+            out += "  \(q("host:" + t.left.host)) -- \(q("host:" + t.right.host)) [style=dashed, penwidth=2, color=\"#b5472c\", fontcolor=\"#b5472c\", len=3, label=\(DOT.quoted(lines: label))];\n"
         }
         return out + "}\n"
     }
 }
 
-private func html(_ s: String) -> String {
-    s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+/// Text made safe for DOT, for this module's pictures and the traces' (Probes).
+public enum DOT {
+    /// A quoted DOT string: backslashes and quotes escaped.
+    public static func quoted(_ s: String) -> String {
+        "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+    }
+
+    /// A quoted DOT string of several lines (each escaped, then joined with DOT's `\n`).
+    public static func quoted(lines: [String]) -> String {
+        let one = lines.map { quoted($0).dropFirst().dropLast() }.joined(separator: "\\n")
+        return "\"" + one + "\""
+    }
+
+    /// Text for an HTML-like label (`<…>`): `&`, `<` and `>` as entities.
+    public static func html(_ s: String) -> String {
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    }
 }

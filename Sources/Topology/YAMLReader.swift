@@ -96,7 +96,9 @@ final class Diagnostics {
         var text = original
         for attempt in 1...100 {
             do {
-                guard let root = try Yams.compose(yaml: text) else {
+                // The basic resolver: no tag guessing, which costs Yams' regular expressions
+                // (milliseconds of `xfrmlab up`); the reader interprets every scalar itself.
+                guard let root = try Yams.compose(yaml: text, .basic) else {
                     report(line: 1, column: 1, "the file is empty; expected a mapping with name, hosts and networks")
                     return nil
                 }

@@ -4,7 +4,7 @@ import Lab
 import Namespaces
 
 struct Down: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Tear down a run left up by `xfrmlab up` and wait until the kernel has freed it.")
+    static let configuration = CommandConfiguration(commandName: "down", abstract: "Tear down a run left up by `xfrmlab up` and wait until the kernel has freed it.")
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var selection: RunSelection

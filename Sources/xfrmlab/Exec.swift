@@ -5,7 +5,7 @@ import Lab
 import Namespaces
 
 struct Exec: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run a command inside a host of a run (`xfrmlab exec west -- ping 192.1.3.33`).")
+    static let configuration = CommandConfiguration(commandName: "exec", abstract: "Run a command inside a host of a run (`xfrmlab exec west -- ping 192.1.3.33`).")
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var selection: RunSelection

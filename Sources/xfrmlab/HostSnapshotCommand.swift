@@ -29,7 +29,7 @@ struct HostSnapshotCommand: ParsableCommand {
     }
 
     struct Save: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Write the host namespace's state to FILE.")
+        static let configuration = CommandConfiguration(commandName: "save", abstract: "Write the host namespace's state to FILE.")
         @OptionGroup var options: Options
 
         func run() throws {
@@ -40,7 +40,7 @@ struct HostSnapshotCommand: ParsableCommand {
     }
 
     struct Compare: ParsableCommand {
-        static let configuration = CommandConfiguration(
+        static let configuration = CommandConfiguration(commandName: "compare",
             abstract: "Compare the host namespace's state with FILE; list what differs and exit 1 if anything does.")
         @OptionGroup var options: Options
 

@@ -26,7 +26,7 @@ struct KernelsCommand: ParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Every pinned kernel, its aliases, packages, and whether the cache has it.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "Every pinned kernel, its aliases, packages, and whether the cache has it.")
         @OptionGroup var common: Common
 
         func run() throws {
@@ -49,7 +49,7 @@ struct KernelsCommand: ParsableCommand {
     }
 
     struct Fetch: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Download and unpack pinned kernels into the cache (those it lacks; checked against the lock's SHA-256).")
+        static let configuration = CommandConfiguration(commandName: "fetch", abstract: "Download and unpack pinned kernels into the cache (those it lacks; checked against the lock's SHA-256).")
         @OptionGroup var common: Common
         @Argument(help: "Aliases (5.10, 6.1-cloud, 5.10.218 …); `host` and paths are skipped. Default: every generic series.")
         var kernels: [String] = []
@@ -71,7 +71,7 @@ struct KernelsCommand: ParsableCommand {
     }
 
     struct Build: ParsableCommand {
-        static let configuration = CommandConfiguration(
+        static let configuration = CommandConfiguration(commandName: "build", 
             abstract: "Build kernels from source: the catalogue's pinned linux-source packages with mutants, or your own tree.",
             discussion: """
                 ALIAS is SERIES-control (the pinned source of a series with Fixtures/kernels/xfrmlab.config on top of \
@@ -139,7 +139,7 @@ struct KernelsCommand: ParsableCommand {
     }
 
     struct Latest: ParsableCommand {
-        static let configuration = CommandConfiguration(
+        static let configuration = CommandConfiguration(commandName: "latest", 
             abstract: "Find the newest Debian build of each pinned series, and with --run, what changes on it: the drift report.",
             discussion: """
                 Without --run: the pinned kernel and the newest one Debian serves, per series. With --run: both \

@@ -6,7 +6,7 @@ import Netlink
 import Xfrm
 
 struct Show: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show a run's hosts, links, addresses, routes, rules, tunnel devices, XFRM states and policies, read back from the kernel.")
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show a run's hosts, links, addresses, routes, rules, tunnel devices, XFRM states and policies, read back from the kernel.")
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var selection: RunSelection

@@ -6,7 +6,7 @@ import Lab
 import Topology
 
 struct Up: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Bring a topology up and leave it up (end it with `xfrmlab down`).")
+    static let configuration = CommandConfiguration(commandName: "up", abstract: "Bring a topology up and leave it up (end it with `xfrmlab down`).")
 
     @OptionGroup var global: GlobalOptions
 

@@ -29,7 +29,7 @@ struct OutputMarkScenarioTests {
             #expect(o.evaluation.passed, "\(o.evaluation.report)")
             #expect(o.steeredThroughNic, "\(o)\n\(o.trace)")
             #expect(o.espMark == c.expectedESPMark, "\(o)")
-            #expect(o.route?.table == 50 && o.route?.gateway == c.family.nic, "\(o)")
+            #expect(o.route?.table == 50 && o.route?.gateway == o.addresses.nic, "\(o)")
             // The mask decides whether the system's bit survives.
             #expect(o.systemBitsSurvive == (c.mask != nil), "\(o)")
             #expect(o.westOutPackets >= 1, "\(o)")
@@ -86,10 +86,11 @@ struct OutputMarkScenarioTests {
     func ruleByRouteQuery(_ family: ScenarioFamily) async throws {
         try await Topology.load(path: topologyFile("output-mark")).withLab { lab in
             let ns = try lab.namespace("west")
+            let a = try WestEast(lab, family: family)
             for (mark, table50) in [(UInt32(0x1), false), (0x100, true), (0x101, true), (0x201, false), (0xff_0100, true)] {
-                let r = try ns.route.routeGet(namespace: ns.name, destination: family.eastOuter, mark: mark)
+                let r = try ns.route.routeGet(namespace: ns.name, destination: a.eastOuter, mark: mark)
                 #expect((r.table == 50) == table50, "mark 0x\(String(mark, radix: 16)): \(r)")
-                #expect((r.gateway == family.nic) == table50, "mark 0x\(String(mark, radix: 16)): \(r)")
+                #expect((r.gateway == a.nic) == table50, "mark 0x\(String(mark, radix: 16)): \(r)")
             }
         }
     }

@@ -80,7 +80,7 @@ struct SharedMarkScenarioTests {
     func firewallAlone() async throws {
         try await Topology.load(path: topologyFile("shared-mark")).withLab { lab in
             let west = try lab.namespace("west"), east = try lab.namespace("east")
-            let target = ScenarioFamily.ipv4.eastOuter
+            let target = try WestEast(lab, family: .ipv4).eastOuter
             for (clobber, expected) in [(false, UInt32(0x101)), (true, 0x1)] {
                 try west.check(["nft", "-f", "-"], input: SharedMark.firewall("west", clobber: clobber))
                 let (trip, trace) = try lab.trace(hosts: ["west"]) {

@@ -84,6 +84,7 @@ struct TraceTests {
             }
             #expect(trip.answered, "\(trip)")
             #expect(trip.reply == north.name)
+            #expect(trip.seconds > 0, "\(trip)")
             let expected = PathExpectation("TCP over IPv6")
                 .then(.on("west", .output).tcp(to: north6, port: 7300))
                 .then(.on("north", .input).tcp(to: north6, port: 7300).in("eth1"))

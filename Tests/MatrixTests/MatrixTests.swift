@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Matrix
+import Kmsg
 
 /// An event stream as Swift Testing 6.3 writes it (version 0), trimmed: a pass, a trait skip,
 /// a `Test.cancel` skip, a failed expectation, a known issue, and a test that never ended.
