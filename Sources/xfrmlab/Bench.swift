@@ -52,6 +52,11 @@ struct Bench: ParsableCommand {
         for w in workloads {
             progress("\(w.name): xfrmlab ×\(repeats)")
             rows.append(try measureOurs(w.name, w.topology))
+            // A command as a user runs it, start to exit: as the iproute2 script is timed.
+            if let file = w.peerArgs.first, !file.hasPrefix("--") {
+                progress("\(w.name): xfrmlab up as a process ×\(repeats)")
+                rows.append(try measureProcess(w.name, file: file))
+            }
             guard !noPeers else { continue }
             for tool in ["iproute2", "pyroute2"] {
                 progress("\(w.name): \(tool) ×\(repeats)")
@@ -92,6 +97,29 @@ struct Bench: ParsableCommand {
         return row
     }
 
+    /// `xfrmlab up FILE` run as its own process (this very binary), timed from fork to exit as
+    /// the peers' `sh UP.sh` is; `xfrmlab down` afterwards is timed the same way.
+    func measureProcess(_ name: String, file: String) throws -> Row {
+        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var row = Row(workload: name, tool: "xfrmlab process", up: [], down: [])
+        for _ in 0..<repeats {
+            let t0 = Date()
+            let up = try Namespaces.Process.execute([me, "up", file, "--json"], timeout: 120)
+            row.up.append(Date().timeIntervalSince(t0) * 1000)
+            guard up.succeeded, let json = try? JSONSerialization.jsonObject(with: Data(up.standardOutput.utf8)) as? [String: Any],
+                  let id = json["run"] as? String else {
+                throw ValidationError("xfrmlab up \(file) as a process failed: \(up)")
+            }
+            let t1 = Date()
+            let down = try Namespaces.Process.execute([me, "down", "--run", id], timeout: 120)
+            row.down.append(Date().timeIntervalSince(t1) * 1000)
+            guard down.succeeded else { throw ValidationError("xfrmlab down --run \(id) failed: \(down)") }
+            usleep(UInt32(settle * 1_000_000))
+        }
+        row.note = "the whole command, start to exit (down waits until the kernel freed the namespaces; the peers' down does not)"
+        return row
+    }
+
     func measurePeer(_ name: String, tool: String, args: [String]) throws -> Row {
         let script = topologyPath("../Benchmarks/peers.py")
         let peers = FileManager.default.fileExists(atPath: script) ? script : "Benchmarks/peers.py"
@@ -117,13 +145,15 @@ struct Bench: ParsableCommand {
 
     func report(_ rows: [Row]) -> String {
         var out = "\nmedian of \(repeats) runs, milliseconds (kernel \(kernelRelease()), \(ProcessInfo.processInfo.activeProcessorCount) cores)\n"
-        out += "workload            tool              up ms    down ms   up ratio (peer / xfrmlab)\n"
+        out += "workload            tool              up ms    down ms   up ratio, peer / xfrmlab: library (process)\n"
         for workload in Set(rows.map(\.workload)).sorted() {
             let group = rows.filter { $0.workload == workload }
             let ours = group.first { $0.tool == "xfrmlab" }.map { median($0.up) } ?? .nan
+            let process = group.first { $0.tool == "xfrmlab process" }.map { median($0.up) }
             for r in group {
                 let up = median(r.up), down = median(r.down)
-                let ratio = r.tool == "xfrmlab" ? "" : String(format: "%.1f×", up / ours)
+                let ratio = r.tool.hasPrefix("xfrmlab") ? ""
+                    : String(format: "%.1f×", up / ours) + (process.map { String(format: " (%.1f×)", up / $0) } ?? "")
                 out += pad(workload, 20) + pad(r.tool, 18) + pad(String(format: "%8.2f", up), 9) + pad(String(format: "%10.2f", down), 13) + ratio + "\n"
                 if !r.note.isEmpty { out += "    \(r.note)\n" }
             }
