@@ -3,7 +3,7 @@ SWIFT ?= swift
 BIN := .build/debug
 export PATH := $(PATH):/opt/swift/usr/bin:/usr/sbin:/sbin
 
-.PHONY: deps build build-tests release run test test-host bench clean gc docs fuzz vm-deps test-vm matrix crash-drill mutants
+.PHONY: deps build build-tests release run test test-host docs-check bench clean gc docs fuzz vm-deps test-vm matrix crash-drill mutants
 
 # Kernels `make test` boots in VMs besides running the suite on the host, all pinned by the kernel
 # catalogue (Fixtures/kernels/kernels.lock) and fetched into its cache (/var/lib/xfrmlab/kernels),
@@ -93,10 +93,19 @@ test: build-tests
 	{ Scripts/install-vm-deps.sh && Scripts/install-build-deps.sh && $(BIN)/xfrmlab kernels fetch $(TEST_KERNELS); } > .build/fetch.log 2>&1 & fetch=$$!; \
 		$(MAKE) --no-print-directory test-host; status=$$?; \
 		wait $$fetch || status=1; cat .build/fetch.log; \
-		[ $$status = 0 ] && $(MAKE) --no-print-directory test-vm && $(MAKE) --no-print-directory crash-drill; \
+		[ $$status = 0 ] && $(MAKE) --no-print-directory test-vm && $(MAKE) --no-print-directory docs-check \
+			&& $(MAKE) --no-print-directory crash-drill; \
 		echo $$? > .build/test-status
 	$(BIN)/xfrmlab host-snapshot compare $(HOST_SNAPSHOT)
 	@exit $$(cat .build/test-status)
+
+# The docs say what was run: Docs/Findings.md's tables are what the last matrix measured (so this
+# follows test-vm, whose matrix it reads), every command in README.md and Docs/ parses, the
+# cheap ones run, and the README's tour runs as one script.
+docs-check: build-tests
+	$(BIN)/xfrmlab findings --check
+	$(BIN)/xfrmlab check-docs
+	Scripts/check-tour.sh
 
 matrix: build-tests
 	@Scripts/install-vm-deps.sh

@@ -54,6 +54,6 @@ let package = Package(
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "CNetlink", "TestSupport"]),
         .testTarget(name: "TopologyTests", dependencies: ["Topology", "TestSupport"], resources: [.copy("BadTopologies")]),
         .testTarget(name: "MatrixTests", dependencies: ["Matrix", "Kmsg"]),
-        .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink", "Xfrm", "TestSupport", "Daemons", "Reports"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink", "Xfrm", "TestSupport", "Daemons", "Reports", "Matrix"]),
     ]
 )

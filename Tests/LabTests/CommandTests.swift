@@ -32,6 +32,29 @@ struct CommandTests {
         #expect(namespacesLeft(prefix: "xl\(run)-").isEmpty)
     }
 
+    @Test("check-docs runs a page's cheap commands, and names the line of a command the parser refuses and of a make target that does not exist")
+    func checkDocs() throws {
+        let dir = NSTemporaryDirectory() + "xfrmlab-docs-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let page = dir + "/Page.md"
+        try """
+            # A page
+            ```sh
+            xfrmlab kernels list            # runs
+            xfrmlab matrix --kernel 6.1 \\
+                --no-such-option
+            make no-such-target
+            ```
+            """.write(toFile: page, atomically: false, encoding: .utf8)
+        let r = try xfrmlab(["check-docs", page])
+        #expect(r.status == 1, "\(r)")
+        #expect(r.standardOutput.contains("ran    \(page):3  xfrmlab kernels list"), "\(r)")
+        #expect(r.standardOutput.contains("\(page):4: xfrmlab matrix --kernel 6.1 --no-such-option"), "\(r)")
+        #expect(r.standardOutput.contains("Unknown option '--no-such-option'"), "\(r)")
+        #expect(r.standardOutput.contains("\(page):6: make no-such-target\n    the Makefile has no target no-such-target"), "\(r)")
+    }
+
     @Test("gc spares a live run, and removes it once its owner is killed with SIGKILL")
     func gcAfterKill() throws {
         let devNull = open("/dev/null", O_WRONLY | O_CLOEXEC)
