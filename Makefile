@@ -3,7 +3,7 @@ SWIFT ?= swift
 BIN := .build/debug
 export PATH := $(PATH):/opt/swift/usr/bin:/usr/sbin:/sbin
 
-.PHONY: deps build build-tests release run test test-host docs-check bench clean gc docs fuzz vm-deps test-vm matrix crash-drill mutants
+.PHONY: deps build build-tests release run test test-host docs-check starter-check bench clean gc docs fuzz vm-deps test-vm matrix crash-drill mutants
 
 # Kernels `make test` boots in VMs besides running the suite on the host, all pinned by the kernel
 # catalogue (Fixtures/kernels/kernels.lock) and fetched into its cache (/var/lib/xfrmlab/kernels),
@@ -94,7 +94,7 @@ test: build-tests
 		$(MAKE) --no-print-directory test-host; status=$$?; \
 		wait $$fetch || status=1; cat .build/fetch.log; \
 		[ $$status = 0 ] && $(MAKE) --no-print-directory test-vm && $(MAKE) --no-print-directory docs-check \
-			&& $(MAKE) --no-print-directory crash-drill; \
+			&& $(MAKE) --no-print-directory starter-check && $(MAKE) --no-print-directory crash-drill; \
 		echo $$? > .build/test-status
 	$(BIN)/xfrmlab host-snapshot compare $(HOST_SNAPSHOT)
 	@exit $$(cat .build/test-status)
@@ -106,6 +106,11 @@ docs-check: build-tests
 	$(BIN)/xfrmlab findings --check
 	$(BIN)/xfrmlab check-docs
 	Scripts/check-tour.sh
+
+# What `xfrmlab init` makes, as someone else's package: built outside the repository, its tests on
+# this kernel and on Debian's 6.1 in a VM (`xfrmlab matrix --package`), its CI files linted.
+starter-check: build-tests
+	Scripts/check-starter.sh 6.1
 
 matrix: build-tests
 	@Scripts/install-vm-deps.sh
@@ -141,7 +146,7 @@ fuzz: deps
 
 # Pictures of the default topologies for Docs/Topologies.md, and the API reference: DocC over every library
 # module, combined, as a static site in .build/docs (Docs/API.md is the one-page overview).
-DOC_TARGETS := Netlink Namespaces Topology Xfrm Probes Lab Daemons Scenarios
+DOC_TARGETS := Netlink Namespaces Topology Xfrm Probes Lab Daemons Scenarios Kmsg Matrix Reports XfrmLabTesting
 docs: build
 	$(BIN)/xfrmlab graph north-east-west -o Docs/north-east-west
 	$(BIN)/xfrmlab graph client1-client2-server -o Docs/client1-client2-server

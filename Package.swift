@@ -6,7 +6,16 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "xfrmlab", targets: ["xfrmlab"]),
+        // The lab: netlink, namespaces, topologies, probes, XFRM, scenarios.
         .library(name: "XfrmLab", targets: ["Netlink", "Namespaces", "Topology", "Lab", "Probes", "Scenarios", "Xfrm"]),
+        // Swift Testing traits and tags for suites that use the lab (this repository's suite uses it too).
+        .library(name: "XfrmLabTesting", targets: ["XfrmLabTesting"]),
+        // strongSwan and libreswan in lab namespaces.
+        .library(name: "XfrmLabDaemons", targets: ["Daemons"]),
+        // Bug reports as reproductions with a verdict per kernel.
+        .library(name: "XfrmLabReports", targets: ["Reports"]),
+        // The kernel matrix: catalogue, VMs, verdicts, reports.
+        .library(name: "XfrmLabMatrix", targets: ["Matrix"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -51,9 +60,12 @@ let package = Package(
                           swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         // What several test targets share (a replayable random generator).
         .target(name: "TestSupport"),
+        // For other packages' suites as for ours: capability traits that probe once and skip with
+        // the kernel's answer, tags, and expectations of a path that show the trace when they fail.
+        .target(name: "XfrmLabTesting", dependencies: ["Namespaces", "Probes", "Xfrm", "Daemons"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "CNetlink", "TestSupport"]),
         .testTarget(name: "TopologyTests", dependencies: ["Topology", "TestSupport"], resources: [.copy("BadTopologies")]),
         .testTarget(name: "MatrixTests", dependencies: ["Matrix", "Kmsg"]),
-        .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink", "Xfrm", "TestSupport", "Daemons", "Reports", "Matrix"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "Topology", "Netlink", "Namespaces", "Probes", "Scenarios", "CNetlink", "Xfrm", "TestSupport", "Daemons", "Reports", "Matrix", "XfrmLabTesting"]),
     ]
 )

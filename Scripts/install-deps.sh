@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: libmnl for netlink, iproute2/nftables/iptables as the real tools the
 # harness drives or compares against, ping/tcpdump for humans poking at a lab.
-# graphviz draws topologies and traces; chromium (headless) checks that the matrix's HTML report renders.
-apt_packages=(libmnl-dev pkg-config iproute2 nftables iptables iputils-ping tcpdump python3-pip graphviz chromium)
+# graphviz draws topologies and traces; chromium (headless) checks that the matrix's HTML report renders;
+# yamllint checks the CI files `xfrmlab init` writes.
+apt_packages=(libmnl-dev pkg-config iproute2 nftables iptables iputils-ping tcpdump python3-pip graphviz chromium yamllint)
 apt_packages+=("$@")
 
 Scripts/install-apt-packages.sh deps "${apt_packages[@]}"

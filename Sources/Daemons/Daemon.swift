@@ -17,9 +17,9 @@ public enum IKEDaemonKind: String, Sendable, Hashable, CaseIterable, CustomStrin
 /// One IKE daemon running in a namespace of a lab, with everything of its own (configuration,
 /// run directory, NSS database, log) under `instance.directory`.
 ///
-/// Both are `IKEDaemonProcess`es. Start one with `StrongSwan.start(…)` or `Libreswan.start(…)` (or both ends of a tunnel with
-/// `IKETunnel.up(…)`), and always `stop()` it: that ends the process, waits for it and removes
-/// its directory.
+/// Both kinds are `IKEDaemonProcess`es. Start one with `StrongSwan.start(…)` or
+/// `Libreswan.start(…)` (or both ends of a tunnel with `IKETunnel.up(…)`), and always `stop()`
+/// it: that ends the process, waits for it and removes its directory.
 public protocol IKEDaemon: AnyObject, Sendable, CustomStringConvertible {
     var kind: IKEDaemonKind { get }
     /// The lab host it serves (for messages).

@@ -103,10 +103,7 @@ public final class MatrixRunner {
                                   testBinary: options.testBinary, kernels: results)
         report.name(tests: allTests)
         if StopSignals.received != 0 { report.ok = false }
-        try report.json().write(to: URL(fileURLWithPath: options.output + "/report.json"))
-        try Data(report.junit().utf8).write(to: URL(fileURLWithPath: options.output + "/junit.xml"))
-        try Data(report.text().utf8).write(to: URL(fileURLWithPath: options.output + "/report.txt"))
-        try Data(report.html(directory: options.output).utf8).write(to: URL(fileURLWithPath: options.output + "/report.html"))
+        try report.write(to: options.output)
         return report
     }
 

@@ -32,7 +32,7 @@ struct CheckDocs: ParsableCommand {
     func run() throws {
         try requireRoot()
         let root = packageRoot()
-        FileManager.default.changeCurrentDirectoryPath(root)
+        _ = FileManager.default.changeCurrentDirectoryPath(root)
         var paths = files
         if paths.isEmpty {
             paths = ["README.md"] + ((try? FileManager.default.contentsOfDirectory(atPath: "Docs")) ?? [])
@@ -119,7 +119,7 @@ struct CheckDocs: ParsableCommand {
     static func isCheap(_ arguments: [String]) -> Bool {
         guard let sub = arguments.first else { return true }
         switch sub {
-        case "matrix", "bisect", "bench", "report", "up": return false  // long, or write into the repository / leave a run up
+        case "matrix", "bisect", "bench", "report", "up", "init": return false  // long, or write files / leave a run up
         case "kernels": return arguments.dropFirst().first.map { ["list", "fetch"].contains($0) } ?? true
         case "reproduce": return !arguments.contains("--kernel")
         default: return true

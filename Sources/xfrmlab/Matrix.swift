@@ -17,8 +17,13 @@ struct MatrixCommand: ParsableCommand {
 
             Build first (`swift build --build-tests`): the guest runs this build's test binary and xfrmlab over the \
             host's root filesystem. Results come back through a shared directory; the report (text, JSON, JUnit) \
-            goes to --output. Exits 1 when any result is not what Fixtures/matrix/expectations.yaml allows.
-            """)
+            goes to --output (text, JSON, JUnit, HTML and KTAP). Exits 1 when any result is not what \
+            Fixtures/matrix/expectations.yaml allows.
+
+            A CI system can fan the matrix out: `--shard I/N` runs one share of the (kernel, test) cells, and \
+            `xfrmlab matrix merge DIR…` joins the shares' results into the report one run would have written.
+            """,
+        subcommands: [MatrixMerge.self])
 
     @OptionGroup var global: GlobalOptions
 
@@ -28,14 +33,18 @@ struct MatrixCommand: ParsableCommand {
     @Option(name: .customLong("modules"), help: "The modules directory of a bzImage given by path (repeatable; matched by release).")
     var modules: [String] = []
 
+    @Option(help: ArgumentHelp("Run another package's tests (built here first) with its own Fixtures/matrix/expectations.yaml; results under its .build/matrix.", valueName: "DIR"))
+    var package: String?
+
     @Option(help: "The kernel catalogue's lock (default: Fixtures/kernels/kernels.lock).")
     var lock: String?
 
     @Option(help: "The per-kernel expectations (default: Fixtures/matrix/expectations.yaml).")
     var expectations: String?
 
-    @Option(help: "Where the report and raw results go (default: .build/matrix/DATE-TIME; .build/matrix/latest points at it).")
-    var output: String?
+    // Shared with `matrix merge`, whose --output the parent would otherwise take.
+    @OptionGroup var destination: MatrixOutput
+    var output: String? { destination.output }
 
     @Option(name: .customLong("tests"), help: "The test binary (default: XfrmLabPackageTests.xctest next to this xfrmlab).")
     var testBinary: String?
@@ -76,12 +85,16 @@ struct MatrixCommand: ParsableCommand {
     @Flag(help: "Keep the whole kernel console in each kernel's console.log (boots slower; by default only emergencies and alerts).")
     var console = false
 
+    @Option(help: ArgumentHelp("Run share I of N of the (kernel, test) cells (dealt round robin); `xfrmlab matrix merge` joins the shares.", valueName: "I/N"))
+    var shard: String?
+
     @Option(help: ArgumentHelp("Write report.html again from DIR/report.json (an earlier run's directory) and exit.", valueName: "DIR"))
     var html: String?
 
     func validate() throws {
         if html != nil { return }
-        if kernels.isEmpty { throw ValidationError("give at least one --kernel (host, a catalogue alias such as 5.10, 6.1, 6.12, 7.2 or 5.10.218, a release in /boot, or a bzImage path)") }
+        if let shard { _ = try MatrixShard(parsing: shard) }
+        // (Whether a --kernel was given is checked in run(): `matrix merge` is validated through here too.)
         if !["auto", "kvm", "tcg"].contains(accel) { throw ValidationError("--accel must be auto, kvm or tcg") }
         if cpus < 1 { throw ValidationError("--cpus must be at least 1") }
         if timeout < 60 { throw ValidationError("--timeout must be at least 60 seconds") }
@@ -98,18 +111,23 @@ struct MatrixCommand: ParsableCommand {
             return
         }
         try requireRoot()
-        let root = repositoryRoot()
+        if kernels.isEmpty { throw ValidationError("give at least one --kernel (host, a catalogue alias such as 5.10, 6.1, 6.12, 7.2 or 5.10.218, a release in /boot, or a bzImage path)") }
+        // XfrmLab's own checkout (its kernel catalogue, its built kernels): with --package, the one
+        // this binary was built in, whatever the working directory is.
+        let root = package == nil ? repositoryRoot() : repositoryRoot(ignoringWorkingDirectory: true)
         let catalogue = try KernelLock.load(path: lock ?? root + "/" + KernelLock.defaultPath)
         let resolved = try kernels.map { try KernelCatalog.resolve($0, modules: modules, lock: catalogue, repositoryRoot: root, log: { warn($0) }) }
         for dir in modules where !resolved.contains(where: { $0.modules == URL(fileURLWithPath: dir).standardized.path || $0.modules?.hasPrefix(URL(fileURLWithPath: dir).standardized.path + "/") == true }) {
             throw ValidationError("--modules \(dir): no --kernel image with a matching release (\(resolved.compactMap(\.release).joined(separator: ", ")))")
         }
-        let expectationsPath = expectations ?? root + "/Fixtures/matrix/expectations.yaml"
+        // The package whose suite runs: this one, or --package's (its tests, expectations and results).
+        let suiteRoot = try package.map { try Self.build(package: $0) } ?? root
+        let expectationsPath = expectations ?? suiteRoot + "/Fixtures/matrix/expectations.yaml"
         let rules = try Expectations.load(path: expectationsPath)
 
         let me = selfPath()
         let binDirectory = URL(fileURLWithPath: me).deletingLastPathComponent().path
-        let tests = testBinary ?? binDirectory + "/XfrmLabPackageTests.xctest"
+        let tests = try testBinary ?? (package == nil ? binDirectory + "/XfrmLabPackageTests.xctest" : Self.testBinary(in: suiteRoot))
         guard access(tests, X_OK) == 0 else {
             throw ValidationError("no test binary at \(tests): build it first (`swift build --build-tests`) or pass --tests")
         }
@@ -119,7 +137,7 @@ struct MatrixCommand: ParsableCommand {
             f.locale = Locale(identifier: "en_US_POSIX")
             return f.string(from: Date())
         }()
-        let matrixRoot = root + "/.build/matrix"
+        let matrixRoot = suiteRoot + "/.build/matrix"
         let out = URL(fileURLWithPath: output ?? matrixRoot + "/" + stamp).standardized.path
         var guestPath = [binDirectory]
         if let swift = Executable.find("swift") {
@@ -146,6 +164,17 @@ struct MatrixCommand: ParsableCommand {
             }
             options.only[String(o[..<eq]), default: []].append(String(o[o.index(after: eq)...]))
         }
+        if let shard {
+            let share = try MatrixShard(parsing: shard)
+            let counts = try share.apply(to: &options, tests: try MatrixShard.listTests(binary: tests))
+            warn("shard \(share): " + (counts.isEmpty ? "no cells" : kernels.compactMap { k in counts[k].map { "\(k) \($0)" } }.joined(separator: ", ")))
+            if counts.isEmpty {
+                try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+                try MatrixReport(created: Date(), host: Kernel.runningRelease, accelerator: "none", acceleratorReason: "an empty share",
+                                 expectations: expectationsPath, testBinary: tests, kernels: []).write(to: out)
+                return
+            }
+        }
         let report = try MatrixRunner(options: options).run()
         if output == nil {
             let latest = matrixRoot + "/latest"
@@ -156,16 +185,37 @@ struct MatrixCommand: ParsableCommand {
             print(String(decoding: try report.json(), as: UTF8.self))
         } else {
             print(report.text(), terminator: "")
-            print("report: \(out)/report.txt (also report.html, report.json, junit.xml)")
+            print("report: \(out)/report.txt (also report.html, report.json, junit.xml, report.ktap)")
         }
         if !report.ok { throw ExitCode(1) }
     }
 
+    /// `swift build --build-tests` of another package; returns its root.
+    static func build(package: String) throws -> String {
+        let dir = URL(fileURLWithPath: package).standardized.path
+        guard FileManager.default.fileExists(atPath: dir + "/Package.swift") else { throw ValidationError("--package \(package): no Package.swift there") }
+        warn("matrix: building \(dir)'s tests")
+        let r = try Namespaces.Process.execute(["swift", "build", "--build-tests", "--package-path", dir], timeout: 3600)
+        guard r.succeeded else {
+            throw ValidationError("--package \(package): swift build --build-tests failed (exit \(r.status)):\n\(String((r.standardOutput + r.standardError).suffix(3000)))")
+        }
+        return dir
+    }
+
+    /// The package's test bundle (`NamePackageTests.xctest` in .build/debug).
+    static func testBinary(in root: String) throws -> String {
+        let debug = root + "/.build/debug"
+        guard let name = ((try? FileManager.default.contentsOfDirectory(atPath: debug)) ?? []).first(where: { $0.hasSuffix("PackageTests.xctest") }) else {
+            throw ValidationError("\(debug): no *PackageTests.xctest (has the package a test target?)")
+        }
+        return debug + "/" + name
+    }
+
     /// The repository: the working directory if it has Package.swift, else three levels above
     /// this binary (.build/debug/xfrmlab).
-    func repositoryRoot() -> String {
+    func repositoryRoot(ignoringWorkingDirectory: Bool = false) -> String {
         let cwd = FileManager.default.currentDirectoryPath
-        if FileManager.default.fileExists(atPath: cwd + "/Package.swift") { return cwd }
+        if !ignoringWorkingDirectory && FileManager.default.fileExists(atPath: cwd + "/Package.swift") { return cwd }
         let exe = URL(fileURLWithPath: selfPath())
         for up in 2...4 {
             var url = exe
@@ -173,6 +223,40 @@ struct MatrixCommand: ParsableCommand {
             if FileManager.default.fileExists(atPath: url.path + "/Package.swift") { return url.path }
         }
         return cwd
+    }
+}
+
+/// Where a matrix's report goes (`matrix` and `matrix merge`).
+struct MatrixOutput: ParsableArguments {
+    @Option(help: "Where the report and raw results go (default for a run: .build/matrix/DATE-TIME, with .build/matrix/latest pointing at it).")
+    var output: String?
+}
+
+/// `xfrmlab matrix merge DIR…`: the shares of a matrix joined into one report.
+struct MatrixMerge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge",
+        abstract: "Join the results of `xfrmlab matrix --shard` runs into one report (text, JSON, JUnit, HTML, KTAP), as if one run had made it.")
+
+    @Argument(help: "The shares' results folders (each with its report.json).")
+    var directories: [String]
+
+    @OptionGroup var destination: MatrixOutput
+
+    func run() throws {
+        guard let output = destination.output else { throw ValidationError("give --output DIR: where the joined report goes") }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        let parts = try directories.map { dir -> MatrixReport in
+            guard let data = FileManager.default.contents(atPath: dir + "/report.json") else { throw ValidationError("\(dir)/report.json: no such file") }
+            return try decoder.decode(MatrixReport.self, from: data)
+        }
+        let report = try MatrixReport.merge(parts)
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        try report.write(to: output)
+        print(report.text(), terminator: "")
+        print("report: \(output)/report.txt (also report.html, report.json, junit.xml, report.ktap), from \(parts.count) shares")
+        if !report.ok { throw ExitCode(1) }
     }
 }
 

@@ -9,7 +9,7 @@ struct XfrmLab: AsyncParsableCommand {
         commandName: "xfrmlab",
         abstract: "Build network-namespace topologies, drive the kernel's IPsec, and prove where marked packets go.",
         subcommands: [Up.self, Down.self, Show.self, Exec.self, GC.self, RunScenario.self, Graph.self, Bench.self, Probe.self,
-                      MatrixCommand.self, MatrixGuest.self, MatrixInitramfs.self, KernelsCommand.self, HostSnapshotCommand.self, TraceCommand.self, Reproduce.self, ReportCommand.self, FindingsCommand.self, CheckDocs.self, Bisect.self, BisectStep.self])
+                      MatrixCommand.self, MatrixGuest.self, MatrixInitramfs.self, KernelsCommand.self, HostSnapshotCommand.self, TraceCommand.self, Reproduce.self, ReportCommand.self, FindingsCommand.self, CheckDocs.self, Init.self, Bisect.self, BisectStep.self])
 }
 
 /// Options every command shares.

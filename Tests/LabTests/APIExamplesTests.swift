@@ -6,6 +6,7 @@ import Netlink
 import Probes
 import Scenarios
 import Testing
+import XfrmLabTesting
 import Topology
 import Xfrm
 

@@ -2,6 +2,7 @@ import Foundation
 import Matrix
 import Reports
 import Testing
+import XfrmLabTesting
 
 extension Trait where Self == ConditionTrait {
     /// A destructive report (can oops, hang RTNL or leak a namespace on an affected kernel)

@@ -3,6 +3,7 @@ import Glibc
 import Namespaces
 import TestSupport
 import Testing
+import XfrmLabTesting
 
 /// The `xfrmlab` command end to end, as a user runs it.
 @Suite("xfrmlab up, show, exec, down and gc", .tags(.privileged), .needsNamespaces, .serialized)

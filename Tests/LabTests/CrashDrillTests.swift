@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import XfrmLabTesting
 
 /// `make crash-drill`: a guest whose kernel dies on purpose, to prove what the matrix does with a
 /// death — the panic read from the console, its fingerprint, the test run again in a fresh guest,

@@ -1,6 +1,7 @@
 @testable import Daemons
 import Foundation
 import Testing
+import XfrmLabTesting
 import Topology
 
 /// The daemons' configuration as written, without running anything.

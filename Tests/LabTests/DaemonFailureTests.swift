@@ -4,6 +4,7 @@ import Glibc
 import Lab
 import Namespaces
 import Testing
+import XfrmLabTesting
 import Topology
 
 /// Daemons that do not start, or do not agree, fail the test within its timeout with their own

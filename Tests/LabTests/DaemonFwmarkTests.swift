@@ -6,6 +6,7 @@ import Netlink
 import Probes
 import Scenarios
 import Testing
+import XfrmLabTesting
 import Topology
 
 /// Scenario 4, the routing half (needs no ESP; runs on any kernel): sockets marked 0x42, like

@@ -6,6 +6,7 @@ import Namespaces
 import Netlink
 import Probes
 import Testing
+import XfrmLabTesting
 import Topology
 import Xfrm
 

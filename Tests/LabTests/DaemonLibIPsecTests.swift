@@ -6,6 +6,7 @@ import Namespaces
 import Netlink
 import Probes
 import Testing
+import XfrmLabTesting
 import Topology
 
 /// strongSwan with kernel-libipsec between two namespaces: ESP in user space over a TUN device,

@@ -6,31 +6,8 @@ import Namespaces
 import Netlink
 import Probes
 import Testing
+import XfrmLabTesting
 import Topology
-
-extension Tag {
-    /// Runs real IKE daemons (strongSwan's charon, libreswan's pluto) in lab namespaces.
-    @Tag static var daemons: Self
-}
-
-extension Trait where Self == ConditionTrait {
-    /// The test runs `kind`; skipped, saying what was looked for, where it is not installed
-    /// (`make deps` installs both).
-    static func needsDaemon(_ kind: IKEDaemonKind) -> Self {
-        let probe = Installation.probe(kind)
-        return .enabled(if: probe.available, Comment(rawValue: "\(kind) not available: \(probe.reason)"))
-    }
-
-    /// The test runs charon with kernel-libipsec (plugin and /dev/net/tun).
-    static var needsLibIPsec: Self {
-        let reason: String
-        switch Installation.libipsec {
-        case .success: reason = ""
-        case .failure(let e): reason = e.message
-        }
-        return .enabled(if: reason.isEmpty, Comment(rawValue: "kernel-libipsec not available: \(reason)"))
-    }
-}
 
 /// The two-host network of the daemon tests (Fixtures/daemons/west-east.yaml).
 func daemonTopology() throws -> Topology {

@@ -2,6 +2,7 @@ import Foundation
 @testable import Matrix
 import Reports
 import Testing
+import XfrmLabTesting
 
 /// Docs/Findings.md's tables come from a matrix's results, never from a hand.
 @Suite("Docs/Findings.md written from report.json")

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Namespaces
 import Testing
+import XfrmLabTesting
 
 /// `xfrmlab gc` beyond runs: capability probe namespaces and IKE daemon directories left by a
 /// killed process, removed only when that process is dead.

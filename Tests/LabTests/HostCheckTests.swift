@@ -3,6 +3,7 @@ import Glibc
 import Lab
 import Namespaces
 import Testing
+import XfrmLabTesting
 
 /// `xfrmlab host-snapshot save/compare`, the check around the whole of `make test`. The
 /// deliberate changes are made in a namespace standing in for the host, never in the host's own.

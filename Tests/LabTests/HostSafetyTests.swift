@@ -4,6 +4,7 @@ import Lab
 import Netlink
 import Namespaces
 import Testing
+import XfrmLabTesting
 import Topology
 
 /// The host's own namespace is only ever read. These tests run serialized so that no other

@@ -3,6 +3,7 @@ import Glibc
 import Namespaces
 import Netlink
 import Testing
+import XfrmLabTesting
 
 @Suite("The kernel's own words reach the user", .tags(.privileged), .needsNamespaces)
 struct KernelErrorTests {

@@ -2,6 +2,7 @@ import Foundation
 import Lab
 import Probes
 import Testing
+import XfrmLabTesting
 import Topology
 
 @Suite("Large topologies", .tags(.privileged), .needsNamespaces)

@@ -6,6 +6,7 @@ import Probes
 import Reports
 import Scenarios
 import Testing
+import XfrmLabTesting
 import Topology
 
 /// Scenario 2: a multihomed gw marks incoming ESP by upstream (MARK + CONNMARK --save-mark,

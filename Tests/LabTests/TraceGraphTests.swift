@@ -2,6 +2,7 @@ import Foundation
 import Namespaces
 import Probes
 import Testing
+import XfrmLabTesting
 
 /// Pictures of traces (`Trace.dot(expected:)`), checked on the DOT text of made-up traces.
 @Suite("A trace drawn as a picture")

@@ -3,6 +3,7 @@ import Lab
 import Namespaces
 import Probes
 import Testing
+import XfrmLabTesting
 import Topology
 
 @Suite("Packets traced hook by hook over nfnetlink_log", .tags(.privileged), .needsNamespaces)
@@ -56,6 +57,10 @@ struct TraceTests {
                 .then(.on("east", .forward).udp(to: northAddress))
             let verdict = wrong.evaluate(trace)
             #expect(!verdict.passed)
+            // The testing library's form records it as a failed expectation (a known one here).
+            withKnownIssue("expectPath records the wrong path as a failure, with the trace") {
+                #expect(!expectPath(wrong, in: trace))
+            }
             #expect(verdict.report.contains("missing: west postrouting: udp to 192.1.3.33 mark 0x2"))
             #expect(verdict.report.contains("missing: east forward: udp to 192.1.3.33"))
             #expect(verdict.report.contains("actual trace:"))
@@ -90,8 +95,7 @@ struct TraceTests {
                 .then(.on("north", .input).tcp(to: north6, port: 7300).in("eth1"))
                 .then(.on("north", .output).tcp(from: north6))
                 .then(.on("west", .input).tcp(from: north6))
-            let verdict = expected.evaluate(trace)
-            #expect(verdict.passed, "\(verdict.report)")
+            expectPath(expected, in: trace)
             // ctnetlink says the same whether or not nfnetlink_log could attach conntrack data.
             let flows = try Conntrack.entries(in: west).filter { $0.original.destinationPort == 7300 }
             #expect(flows.count == 1, "\(flows)")

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Namespaces
 import Testing
+import XfrmLabTesting
 import Xfrm
 
 /// `xfrmlab probe`, and `up`/`show`/`down` of a tunnel file, as a user runs them.

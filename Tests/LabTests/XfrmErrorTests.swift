@@ -5,6 +5,7 @@ import Lab
 import Namespaces
 import Netlink
 import Testing
+import XfrmLabTesting
 import Topology
 import Xfrm
 

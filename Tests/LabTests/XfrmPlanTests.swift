@@ -1,6 +1,7 @@
 import Foundation
 import Netlink
 import Testing
+import XfrmLabTesting
 import Topology
 import Xfrm
 

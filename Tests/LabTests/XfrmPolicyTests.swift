@@ -5,6 +5,7 @@ import Namespaces
 import Netlink
 import Probes
 import Testing
+import XfrmLabTesting
 import Xfrm
 
 /// XFRM policies, marks and ACQUIRE on whatever kernel runs the tests: these need only the

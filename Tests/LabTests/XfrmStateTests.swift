@@ -5,6 +5,7 @@ import Namespaces
 import Netlink
 import Probes
 import Testing
+import XfrmLabTesting
 import Xfrm
 
 /// ESP states over NETLINK_XFRM: add, get, update, delete, flush, and the EXPIRE a lifetime
