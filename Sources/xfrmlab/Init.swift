@@ -22,7 +22,7 @@ struct Init: ParsableCommand {
     @Option(help: "Depend on XfrmLab at this repository URL (with --from).")
     var url: String?
 
-    @Option(help: "The lowest XfrmLab version to accept, with --url (semantic versioning: 0.2.0).")
+    @Option(help: "The lowest XfrmLab version to accept, with --url (semantic versioning: 0.1.0).")
     var from: String?
 
     @Option(help: "The package's name (default: the folder's name).")
