@@ -120,11 +120,14 @@ extension MatrixReport {
                 guard m.kernel.release == k.kernel.release else {
                     throw MatrixShard.Problem(description: "kernel \(k.kernel.label) is \(m.kernel.release ?? "?") in one share and \(k.kernel.release ?? "?") in another")
                 }
-                for (id, cell) in k.cells where cell.verdict != .notSelected && cell.verdict != .missing {
-                    if let had = m.cells[id], had.verdict != .notSelected, had.verdict != .missing {
+                // A share's MISSING (a test of its own that never ran) stays, unless another share ran it.
+                func ran(_ c: Cell) -> Bool { c.verdict != .notSelected && c.verdict != .missing }
+                for (id, cell) in k.cells where cell.verdict != .notSelected {
+                    let had = m.cells[id]
+                    if ran(cell), let had, ran(had) {
                         throw MatrixShard.Problem(description: "\(id) ran on \(k.kernel.label) in two shares")
                     }
-                    m.cells[id] = cell
+                    if ran(cell) || had == nil || had!.verdict == .notSelected { m.cells[id] = cell }
                 }
                 if m.status == .ok { m.status = k.status; m.statusDetail = k.statusDetail }
                 m.warnings += k.warnings
@@ -137,8 +140,8 @@ extension MatrixReport {
             }
         }
         for i in kernels.indices {
-            // The filled-in cells go; complete() fills them again for the whole.
-            kernels[i].cells = kernels[i].cells.filter { $0.value.verdict != .notSelected && $0.value.verdict != .missing }
+            // The not-selected fill-ins go; complete() fills them again for the whole.
+            kernels[i].cells = kernels[i].cells.filter { $0.value.verdict != .notSelected }
         }
         var report = MatrixReport(created: parts.map(\.created).max() ?? first.created, host: first.host, accelerator: first.accelerator,
                                   acceleratorReason: first.acceleratorReason, expectations: first.expectations,
@@ -164,7 +167,7 @@ extension MatrixReport {
     /// (`# SKIP` with its reason; XFAIL for an expected failure; tests a kernel did not run
     /// are left out), so kernel CI systems can ingest the matrix.
     public func ktap() -> String {
-        func clean(_ s: String) -> String { s.replacingOccurrences(of: "#", with: "") .replacingOccurrences(of: "\n", with: " ") }
+        func clean(_ s: String) -> String { s.replacingOccurrences(of: "#", with: "").replacingOccurrences(of: "\n", with: " ") }
         var out = ["KTAP version 1", "1..\(kernels.count)"]
         for (n, k) in kernels.enumerated() {
             let cells = rows.compactMap { row in k.cells[row.id].map { (row.id, $0) } }
@@ -187,6 +190,16 @@ extension MatrixReport {
             out.append("\(k.problems == 0 && k.status == .ok ? "ok" : "not ok") \(n + 1) \(clean(k.kernel.label))")
         }
         return out.joined(separator: "\n") + "\n"
+    }
+
+    /// The report.json of an earlier run's folder.
+    public static func load(directory: String) throws -> MatrixReport {
+        guard let data = FileManager.default.contents(atPath: directory + "/report.json") else {
+            throw MatrixShard.Problem(description: "\(directory)/report.json: no such file")
+        }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(MatrixReport.self, from: data)
     }
 
     /// report.json, junit.xml, report.txt, report.html and report.ktap into `directory`.

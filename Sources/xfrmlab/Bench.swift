@@ -100,7 +100,7 @@ struct Bench: ParsableCommand {
     /// `xfrmlab up FILE` run as its own process (this very binary), timed from fork to exit as
     /// the peers' `sh UP.sh` is; `xfrmlab down` afterwards is timed the same way.
     func measureProcess(_ name: String, file: String) throws -> Row {
-        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let me = selfPath()
         var row = Row(workload: name, tool: "xfrmlab process", up: [], down: [])
         for _ in 0..<repeats {
             let t0 = Date()

@@ -174,10 +174,7 @@ struct Step {
         let pid = try Namespaces.Process.spawn(arguments, namespaceFD: -1, stdin: -1, stdout: fd, stderr: fd)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        guard let data = FileManager.default.contents(atPath: out + "/report.json"),
-              let report = try? decoder.decode(MatrixReport.self, from: data), let k = report.kernels.first else {
+        guard let report = try? MatrixReport.load(directory: out), let k = report.kernels.first else {
             return Step(verdict: "NO RESULT", evidence: "the matrix left no report.json (\(log))", seconds: Date().timeIntervalSince(started))
         }
         let cell = k.cells.values.first { $0.report?.id == r.id }

@@ -87,7 +87,7 @@ struct CheckDocs: ParsableCommand {
                 throw ValidationError("xfrmlab does not accept it: \(XfrmLab.message(for: error))")
             }
             guard !c.inTour, !parseOnly, Self.isCheap(arguments) else { return false }
-            let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            let me = selfPath()
             let r = try Namespaces.Process.execute([me] + arguments, timeout: 300)
             // `xfrmlab run` exits 2 when the kernel lacks what the scenario needs, as documented.
             guard r.status == 0 || (arguments.first == "run" && r.status == 2) else {

@@ -24,11 +24,8 @@ struct FindingsCommand: ParsableCommand {
 
     func run() throws {
         let root = packageRoot()
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
         let json = results + "/report.json"
-        guard let data = FileManager.default.contents(atPath: json) else { throw ValidationError("\(json): no such file (run the matrix first)") }
-        let report = try decoder.decode(MatrixReport.self, from: data)
+        let report = try MatrixReport.load(directory: results)
         guard let text = try? String(contentsOfFile: page, encoding: .utf8) else { throw ValidationError("\(page): cannot read it") }
         let reports = try BugReport.loadAll(directory: root + "/Fixtures/reports")
         let written = try FindingsPage.render(page: text, report: report, reports: reports, pageName: page)

@@ -189,9 +189,7 @@ struct KernelsCommand: ParsableCommand {
             for f in filter { arguments += ["--filter", f] }
             warn("kernels: \(arguments.joined(separator: " "))")
             let status = try runCommand(arguments)
-            let decoder = JSONDecoder()
-            decoder.dateDecodingStrategy = .iso8601
-            let report = try decoder.decode(MatrixReport.self, from: Data(contentsOf: URL(fileURLWithPath: out + "/matrix/report.json")))
+            let report = try MatrixReport.load(directory: out + "/matrix")
             let text = DriftReport(report: report, pairs: drifted.map { ($0.alias, $0.alias + "-latest") }).text()
             try Data(text.utf8).write(to: URL(fileURLWithPath: out + "/drift.txt"))
             print(text, terminator: "")

@@ -103,9 +103,7 @@ struct MatrixCommand: ParsableCommand {
     func run() throws {
         global.bootstrap()
         if let html {
-            let decoder = JSONDecoder()
-            decoder.dateDecodingStrategy = .iso8601
-            let report = try decoder.decode(MatrixReport.self, from: Data(contentsOf: URL(fileURLWithPath: html + "/report.json")))
+            let report = try MatrixReport.load(directory: html)
             try Data(report.html(directory: html).utf8).write(to: URL(fileURLWithPath: html + "/report.html"))
             print("wrote \(html)/report.html")
             return
@@ -245,12 +243,7 @@ struct MatrixMerge: ParsableCommand {
 
     func run() throws {
         guard let output = destination.output else { throw ValidationError("give --output DIR: where the joined report goes") }
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        let parts = try directories.map { dir -> MatrixReport in
-            guard let data = FileManager.default.contents(atPath: dir + "/report.json") else { throw ValidationError("\(dir)/report.json: no such file") }
-            return try decoder.decode(MatrixReport.self, from: data)
-        }
+        let parts = try directories.map { try MatrixReport.load(directory: $0) }
         let report = try MatrixReport.merge(parts)
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         try report.write(to: output)

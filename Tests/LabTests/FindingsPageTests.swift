@@ -7,26 +7,16 @@ import XfrmLabTesting
 /// Docs/Findings.md's tables come from a matrix's results, never from a hand.
 @Suite("Docs/Findings.md written from report.json")
 struct FindingsPageTests {
-    func result(_ label: String, version: String, source: Kernel.Source = .image, built: String? = nil, cells: [String: Cell]) -> KernelResult {
-        var k = Kernel(label: label, source: source, image: nil, modules: nil, release: version, banner: nil)
-        k.built = built
-        var r = KernelResult(kernel: k, status: .ok, statusDetail: nil, accelerator: "tcg", release: version, version: version, procVersion: nil,
-                             configSource: nil, config: [:], capabilities: nil, probeNote: nil, timings: Timings(), cells: [:], warnings: [],
-                             notes: [], directory: "/nowhere", consoleTail: nil)
-        r.cells = cells
-        return r
-    }
-
     func matrix() -> MatrixReport {
         let report = "LabTests.BugReportTests/saPrefixlenUnspec()", scenario = "LabTests.SScenarioTests/a()", other = "LabTests.SScenarioTests/b()"
         func reportCell(_ verdict: String) -> Cell {
             Cell(verdict: .pass, report: ReportCell(id: "sa-prefixlen-unspec", verdict: verdict, expected: verdict, evidence: "e"))
         }
         var m = MatrixReport(created: Date(), host: "h", accelerator: "tcg", acceleratorReason: "", expectations: "e", testBinary: "t", kernels: [
-            result("host", version: "6.18.44", source: .host, cells: [report: reportCell("FIXED"), scenario: Cell(verdict: .skip, detail: "no ESP")]),
-            result("6.1", version: "6.1.192", cells: [report: reportCell("FIXED"), scenario: Cell(verdict: .flaky), other: Cell(verdict: .pass)]),
-            result("6.1-mutant", version: "6.1.192", built: "linux-source-6.1 + m", cells: [report: reportCell("REPRODUCES")]),
-            result("5.10.218", version: "5.10.218", cells: [report: reportCell("REPRODUCES"), scenario: Cell(verdict: .skip, detail: "no xfrmi | here")]),
+            kernelResult("host", version: "6.18.44", source: .host, cells: [report: reportCell("FIXED"), scenario: Cell(verdict: .skip, detail: "no ESP")]),
+            kernelResult("6.1", version: "6.1.192", cells: [report: reportCell("FIXED"), scenario: Cell(verdict: .flaky), other: Cell(verdict: .pass)]),
+            kernelResult("6.1-mutant", version: "6.1.192", built: "linux-source-6.1 + m", cells: [report: reportCell("REPRODUCES")]),
+            kernelResult("5.10.218", version: "5.10.218", cells: [report: reportCell("REPRODUCES"), scenario: Cell(verdict: .skip, detail: "no xfrmi | here")]),
         ])
         m.rows = [MatrixReport.Row(id: report, name: "r", suite: "LabTests.BugReportTests", suiteName: "Reports"),
                   MatrixReport.Row(id: scenario, name: "a scenario holds", suite: "LabTests.SScenarioTests", suiteName: "S"),
@@ -74,4 +64,15 @@ struct FindingsPageTests {
             #expect(p.description.hasPrefix("F.md:2:"), "\(p)")
         }
     }
+}
+
+/// A kernel's results as a matrix report holds them, for tests of reports built from results.
+func kernelResult(_ label: String, version: String, source: Kernel.Source = .image, built: String? = nil, cells: [String: Cell]) -> KernelResult {
+    var k = Kernel(label: label, source: source, image: nil, modules: nil, release: version, banner: nil)
+    k.built = built
+    var r = KernelResult(kernel: k, status: .ok, statusDetail: nil, accelerator: "tcg", release: version, version: version, procVersion: nil,
+                         configSource: nil, config: [:], capabilities: nil, probeNote: nil, timings: Timings(), cells: [:], warnings: [],
+                         notes: [], directory: "/nowhere", consoleTail: nil)
+    r.cells = cells
+    return r
 }

@@ -28,11 +28,7 @@ struct MatrixShardTests {
         let merged = try xfrmlab(["matrix", "merge"] + shares + ["--output", dir + "/merged"])
         try #require(merged.succeeded, "\(merged)")
 
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        func load(_ d: String) throws -> MatrixReport {
-            try decoder.decode(MatrixReport.self, from: try #require(FileManager.default.contents(atPath: d + "/report.json")))
-        }
+        func load(_ d: String) throws -> MatrixReport { try MatrixReport.load(directory: d) }
         let one = try load(dir + "/whole"), joined = try load(dir + "/merged")
         let parts = try shares.map(load)
         func verdicts(_ r: MatrixReport) -> [String: String] {
@@ -62,5 +58,18 @@ struct MatrixShardTests {
         for bad in ["0/3", "4/3", "3", "a/b", "1/0"] {
             #expect(throws: MatrixShard.Problem.self) { try MatrixShard(parsing: bad) }
         }
+    }
+
+    @Test("merged, a share's MISSING test stays missing unless another share ran it")
+    func mergeKeepsMissing() throws {
+        func share(_ cells: [String: Cell]) -> MatrixReport {
+            var k = kernelResult("6.1", version: "6.1.192", cells: cells)
+            k.only = Array(cells.keys)
+            return MatrixReport(created: Date(), host: "h", accelerator: "tcg", acceleratorReason: "", expectations: "e", testBinary: "t", kernels: [k])
+        }
+        let lost = try MatrixReport.merge([share(["T/a()": Cell(verdict: .pass)]), share(["T/b()": Cell(verdict: .missing, detail: "never ran")])])
+        #expect(lost.kernels[0].cells["T/b()"]?.verdict == .missing && !lost.ok, "\(lost.kernels[0].cells)")
+        let found = try MatrixReport.merge([share(["T/b()": Cell(verdict: .missing)]), share(["T/b()": Cell(verdict: .pass)])])
+        #expect(found.kernels[0].cells["T/b()"]?.verdict == .pass)
     }
 }
