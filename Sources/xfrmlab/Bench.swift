@@ -6,7 +6,7 @@ import Namespaces
 import Topology
 
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bench", 
+    static let configuration = CommandConfiguration(commandName: "bench",
         abstract: "Bring topologies up and down side by side with an iproute2 script and pyroute2 doing the same work, and print the ratios.")
 
     @OptionGroup var global: GlobalOptions

@@ -4,7 +4,7 @@ import Namespaces
 import Topology
 
 struct Graph: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "graph", 
+    static let configuration = CommandConfiguration(commandName: "graph",
         abstract: "Draw a topology (hosts, networks, addresses, rules) as SVG and PNG through Graphviz.")
 
     @Argument(help: "A topology file, or the name of one in Topologies/.")

@@ -71,7 +71,7 @@ struct KernelsCommand: ParsableCommand {
     }
 
     struct Build: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "build", 
+        static let configuration = CommandConfiguration(commandName: "build",
             abstract: "Build kernels from source: the catalogue's pinned linux-source packages with mutants, or your own tree.",
             discussion: """
                 ALIAS is SERIES-control (the pinned source of a series with Fixtures/kernels/xfrmlab.config on top of \
@@ -139,7 +139,7 @@ struct KernelsCommand: ParsableCommand {
     }
 
     struct Latest: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "latest", 
+        static let configuration = CommandConfiguration(commandName: "latest",
             abstract: "Find the newest Debian build of each pinned series, and with --run, what changes on it: the drift report.",
             discussion: """
                 Without --run: the pinned kernel and the newest one Debian serves, per series. With --run: both \

@@ -3,7 +3,7 @@ import Foundation
 import Xfrm
 
 struct Probe: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "probe", 
+    static let configuration = CommandConfiguration(commandName: "probe",
         abstract: "Try each IPsec feature (ESP algorithms, UDP encapsulation, VTI, xfrm interfaces, marks, nftables, iptables) in a throwaway namespace and print what the kernel answered.")
 
     @OptionGroup var global: GlobalOptions

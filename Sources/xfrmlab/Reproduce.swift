@@ -76,7 +76,7 @@ struct ReportCommand: ParsableCommand {
         subcommands: [New.self])
 
     struct New: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "new", 
+        static let configuration = CommandConfiguration(commandName: "new",
             abstract: "Lay out a new report: Fixtures/reports/ID/{report.yaml,topology.yaml} and Sources/Reports/Catalog/<Id>.swift.")
 
         @Argument(help: "The report ID: lower-case words and digits joined by dashes (xfrmi-changelink-eexist).")
