@@ -3,7 +3,7 @@ SWIFT ?= swift
 BIN := .build/debug
 export PATH := $(PATH):/opt/swift/usr/bin:/usr/sbin:/sbin
 
-.PHONY: deps build build-tests release run test test-host docs-check starter-check bench clean gc docs fuzz vm-deps test-vm matrix crash-drill mutants
+.PHONY: deps build build-tests release run test test-host docs-check starter-check bench clean gc docs fuzz vm-deps test-vm matrix crash-drill mutants daemon-roots
 
 # Kernels `make test` boots in VMs besides running the suite on the host, all pinned by the kernel
 # catalogue (Fixtures/kernels/kernels.lock) and fetched into its cache (/var/lib/xfrmlab/kernels),
@@ -14,6 +14,10 @@ export PATH := $(PATH):/opt/swift/usr/bin:/usr/sbin:/sbin
 # 5.10 is there twice, the oldest pinned point release (5.10.218) and the newest (5.10 = 5.10.262).
 TEST_KERNELS ?= 6.1 5.10.218 5.10 6.12 7.2
 SECOND_KERNEL_TESTS ?= (BugReport|Scenario|MarkInheritance|OverlappingSubnets)[A-Za-z]*/(?!scenario(Run)?\()
+# The daemons of two releases with each other (bookworm's from apt, trixie's from the roots of
+# `make daemon-roots`) run on trixie's kernel, 6.12, and are left out of 6.1's whole suite.
+DAEMON_VERSION_TESTS ?= Daemon(Version|OutputMark)Tests
+DAEMON_VERSION_KERNEL ?= 6.12
 # Kernels built here from Debian's pinned linux-source-6.1 (Fixtures/kernels/kernels.lock, `sources:`)
 # with Fixtures/kernels/xfrmlab.config: the control, and the mutant that undoes the fixes of every
 # report with a Fixtures/reports/ID/mutant-6.1.patch at once, but for those whose firing leaves the
@@ -62,9 +66,14 @@ release: deps
 run: release
 	$(RELEASE_BIN)/xfrmlab run connectivity --topology north-east-west
 
+# The root filesystems other daemon releases run from (trixie's strongSwan and libreswan), built
+# once with mmdebstrap into /var/lib/xfrmlab/daemons (Scripts/install-daemon-roots.sh).
+daemon-roots:
+	@Scripts/install-daemon-roots.sh
+
 # The whole suite on this machine's kernel: everything but the 1,000-host test, which runs
 # alone afterwards (it holds the kernel's RTNL lock for seconds), then two suites at once.
-test-host: build-tests
+test-host: build-tests daemon-roots
 	$(SWIFT) test --skip-build --skip LoadTests
 	$(SWIFT) test --skip-build --filter LoadTests
 	Scripts/two-suites.sh
@@ -72,13 +81,14 @@ test-host: build-tests
 # The same suite on Debian's kernel in a VM (virtme-ng over qemu; TCG where nested KVM fails), with
 # the host beside it, judged by Fixtures/matrix/expectations.yaml; the report lands in .build/matrix/latest/
 # (report.txt, .json, junit.xml, and report.html, which headless Chromium then renders and checks).
-test-vm: build-tests
+test-vm: build-tests daemon-roots
 	@Scripts/install-vm-deps.sh
 	@Scripts/install-build-deps.sh
 	$(BIN)/xfrmlab kernels fetch $(TEST_KERNELS)
 	$(BIN)/xfrmlab kernels build $(MUTANT_KERNELS)
 	$(BIN)/xfrmlab matrix --kernel host $(foreach k,$(TEST_KERNELS) $(MUTANT_KERNELS),--kernel $(k)) $(MATRIX_FLAGS) \
 		$(foreach k,$(filter-out 6.1,$(TEST_KERNELS)),--only '$(k)=$(SECOND_KERNEL_TESTS)') \
+		--only '$(DAEMON_VERSION_KERNEL)=$(DAEMON_VERSION_TESTS)' --except '6.1=$(DAEMON_VERSION_TESTS)' \
 		$(MUTANT_MATRIX_FLAGS); \
 		status=$$?; Scripts/check-report.sh .build/matrix/latest || status=1; exit $$status
 

@@ -177,6 +177,12 @@ public struct IKEConfiguration: Sendable, CustomStringConvertible {
     public var authentication: Authentication
     public var ike: [Proposal]
     public var esp: [Proposal]
+    /// The mark the kernel gives the packets the outbound SA made (XFRMA_SET_MARK with its mask:
+    /// the ESP leaving this end), so that a rule routes them (`fwmark … lookup`), not the
+    /// cleartext's route. strongSwan `set_mark_out`; libreswan has no such option (refused).
+    public var outputMark: Mark?
+    /// The mark the kernel gives what the inbound SA decrypted (strongSwan `set_mark_in`).
+    public var inputMark: Mark?
 
     public init(name: String = "xfrmlab", local: Endpoint, remote: Endpoint, style: ConnectionStyle = .policy,
                 authentication: Authentication = .psk(.random()), ike: [Proposal] = [.defaultIKE], esp: [Proposal] = [.defaultESP]) {
@@ -209,6 +215,9 @@ public struct IKEConfiguration: Sendable, CustomStringConvertible {
         }
         if style.device != nil && (local.subnets.isEmpty || remote.subnets.isEmpty) {
             throw DaemonError(.configuration, "\(name): a \(style.name) tunnel needs subnets on both ends (routes to the peer's own address through the tunnel would carry IKE into it)")
+        }
+        for m in [outputMark, inputMark].compactMap({ $0 }) where m.value & ~m.mask != 0 {
+            throw DaemonError(.configuration, "\(name): SA mark \(m): the value has bits outside its mask")
         }
         guard !ike.isEmpty, !esp.isEmpty else { throw DaemonError(.configuration, "\(name): no proposals") }
     }
@@ -244,4 +253,4 @@ extension IKEConfiguration {
 }
 
 /// `0x10/0xffffffff`, as both daemons write marks.
-func markText(_ v: UInt32) -> String { "0x\(String(v, radix: 16))/0xffffffff" }
+func markText(_ v: UInt32, mask: UInt32 = .max) -> String { "0x\(String(v, radix: 16))/0x\(String(mask, radix: 16))" }

@@ -35,6 +35,9 @@ public protocol IKEDaemon: AnyObject, Sendable, CustomStringConvertible {
     func initiate(timeout: Double) throws
     /// The IKE SAs of the connection, as the daemon reports them.
     func status() throws -> [IKESAStatus]
+    /// The name and version the running daemon gives for itself ("charon-systemd 6.0.1",
+    /// "Libreswan 5.2"): which build actually ran.
+    func reportedVersion() throws -> String
     /// Asks for a new child SA in place of the current one (returns at once).
     func rekeyChild() throws
     /// Ends the daemon (SIGTERM, then SIGKILL after a grace period), waits for it, removes its

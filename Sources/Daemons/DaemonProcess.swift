@@ -11,11 +11,14 @@ public class IKEDaemonProcess: @unchecked Sendable, CustomStringConvertible {
     public let namespace: Namespace
     public let configuration: IKEConfiguration
     public let instance: DaemonInstance
+    /// The root filesystem the daemon and its tools run chrooted into; nil: this machine's.
+    public let root: DaemonRoot?
     private var stopped = false
     private let lock = NSLock()
 
     /// Makes the daemon's instance directory (`charon.log`, `pluto.log` … in it); nothing runs yet.
-    init(kind: IKEDaemonKind, host: String, namespace: Namespace, configuration: IKEConfiguration) throws {
+    init(kind: IKEDaemonKind, host: String, namespace: Namespace, configuration: IKEConfiguration, root: DaemonRoot?) throws {
+        self.root = root
         self.kind = kind
         self.host = host
         self.namespace = namespace
@@ -29,7 +32,7 @@ public class IKEDaemonProcess: @unchecked Sendable, CustomStringConvertible {
     func startUp(prepare: () throws -> Void, command: () -> [String], environment: [String: String], ready: () throws -> Void) throws {
         do {
             try prepare()
-            try instance.launch(command(), environment: environment.merging(["LANG": "C"]) { own, _ in own })
+            try instance.launch(inRoot(command()), environment: environment.merging(["LANG": "C"]) { own, _ in own })
             try ready()
         } catch {
             stopQuietly()
@@ -38,6 +41,15 @@ public class IKEDaemonProcess: @unchecked Sendable, CustomStringConvertible {
     }
 
     public var description: String { "\(kind) on \(host) (\(namespace.name))" }
+
+    /// `command` (paths as the daemon sees them) as it is run in the lab namespace: as it is
+    /// without a root; with one, chrooted in a mount namespace of its own before the daemon runs,
+    /// and inside the daemon's mount namespace and root once it does (its control tools).
+    func inRoot(_ command: [String]) -> [String] {
+        guard let root else { return command }
+        if let pid = instance.pid, instance.isRunning { return DaemonRoot.entering(pid, command) }
+        return root.command(command, binding: instance.directory)
+    }
 
     /// Polls `ready` every `interval` seconds until it says yes; throws, with the daemon's log,
     /// when the process exits first or `timeout` passes (`waitingFor` says what never came).
@@ -59,7 +71,7 @@ public class IKEDaemonProcess: @unchecked Sendable, CustomStringConvertible {
     /// Runs one of the daemon's tools in its namespace; a failure throws `kind` with what the tool printed.
     @discardableResult
     func runTool(_ command: [String], _ what: String, failure kind: DaemonError.Kind, timeout: Double = 30) throws -> ProcessResult {
-        let r = try namespace.execute(command, timeout: timeout)
+        let r = try namespace.execute(inRoot(command), timeout: timeout)
         guard r.succeeded else {
             throw DaemonError(kind, "\(self): \(what) failed (exit \(r.status))",
                               logs: [LogExcerpt(title: what, lines: (r.standardOutput + r.standardError).split(separator: "\n").map(String.init))])

@@ -12,14 +12,25 @@ public struct DaemonSpec: Sendable, CustomStringConvertible {
     public var strongSwan: StrongSwan.Options
     public var libreswan: Libreswan.Options
 
+    /// `installation`, when given, is where this daemon comes from (a root filesystem or a
+    /// prefix, see `Installation.strongSwan(at:)` and `Installation.libreswan(at:)`); it
+    /// replaces the options' own.
     public init(_ kind: IKEDaemonKind, host: String, configuration: IKEConfiguration,
-                strongSwan: StrongSwan.Options = StrongSwan.Options(), libreswan: Libreswan.Options = Libreswan.Options()) {
+                strongSwan: StrongSwan.Options = StrongSwan.Options(), libreswan: Libreswan.Options = Libreswan.Options(),
+                installation: String? = nil) {
         self.kind = kind
         self.host = host
         self.configuration = configuration
         self.strongSwan = strongSwan
         self.libreswan = libreswan
+        if let installation {
+            self.strongSwan.installation = installation
+            self.libreswan.installation = installation
+        }
     }
+
+    /// Where the daemon comes from: its options' installation, nil for this machine's.
+    public var installation: String? { kind == .strongSwan ? strongSwan.installation : libreswan.installation }
 
     /// Starts the daemon in `namespace`.
     public func start(in namespace: Namespace) throws -> any IKEDaemon {
@@ -29,7 +40,7 @@ public struct DaemonSpec: Sendable, CustomStringConvertible {
         }
     }
 
-    public var description: String { "\(kind) on \(host)" }
+    public var description: String { "\(kind) on \(host)" + (installation.map { " from \($0)" } ?? "") }
 }
 
 /// Two daemons and the tunnel they negotiated: the initiator's and the responder's view of one

@@ -23,12 +23,18 @@ public final class Libreswan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable {
         public var startTimeout: Double
         /// Lines added to `config setup`.
         public var extraSetup: [String]
+        /// Where pluto comes from: a root filesystem (another release's, such as the cached
+        /// /var/lib/xfrmlab/daemons/trixie-libreswan, or a user's build installed into one) or
+        /// an unpacked prefix, see `Installation.libreswan(at:)`; nil: this machine's.
+        public var installation: String?
 
-        public init(debug: String = "none", retransmitTimeout: Int = 10, startTimeout: Double = 30, extraSetup: [String] = []) {
+        public init(debug: String = "none", retransmitTimeout: Int = 10, startTimeout: Double = 30, extraSetup: [String] = [],
+                    installation: String? = nil) {
             self.debug = debug
             self.retransmitTimeout = retransmitTimeout
             self.startTimeout = startTimeout
             self.extraSetup = extraSetup
+            self.installation = installation
         }
     }
 
@@ -42,7 +48,7 @@ public final class Libreswan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable {
                  installation: Installation.Libreswan) throws {
         self.options = options
         self.installation = installation
-        try super.init(kind: .libreswan, host: host, namespace: namespace, configuration: configuration)
+        try super.init(kind: .libreswan, host: host, namespace: namespace, configuration: configuration, root: installation.root)
     }
 
     /// Starts pluto in `namespace` with `configuration` (loaded by pluto itself, auto=add); on
@@ -50,10 +56,13 @@ public final class Libreswan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable {
     /// log) is thrown.
     public static func start(in namespace: Namespace, host: String, configuration: IKEConfiguration,
                              options: Options = Options()) throws -> Libreswan {
-        let installation = try Installation.libreswan.get()
+        let installation = try (options.installation.map(Installation.libreswan(at:)) ?? Installation.libreswan).get()
         try configuration.validate()
         if configuration.local.subnets.count > 1 || configuration.remote.subnets.count > 1 {
             throw DaemonError(.configuration, "\(configuration.name): one subnet per end with libreswan here (leftsubnet=)")
+        }
+        if configuration.outputMark != nil || configuration.inputMark != nil {
+            throw DaemonError(.configuration, "libreswan \(installation.version): no option sets an SA's output mark (XFRMA_SET_MARK); strongSwan's set_mark_out/set_mark_in do")
         }
         if case .vti = configuration.style, configuration.family == .ipv6 {
             throw DaemonError(.configuration, "libreswan \(installation.version): its updown script makes VTI devices with `ip tunnel add … mode vti`, IPv4 only")
@@ -65,7 +74,7 @@ public final class Libreswan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable {
             try daemon.makeNSSDatabase()
             try daemon.checkConfiguration()
         }, command: daemon.command, environment: [
-            "PATH": installation.prefix == "/" ? "/usr/sbin:/usr/bin:/sbin:/bin"
+            "PATH": installation.prefix == "/" || installation.root != nil ? "/usr/sbin:/usr/bin:/sbin:/bin"
                 : "\(installation.prefix)/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
         ], ready: daemon.waitForConnection)
         return daemon
@@ -136,9 +145,17 @@ public final class Libreswan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable {
         try runTool([installation.certutil, "-N", "-d", "sql:" + nss, "--empty-password"], "certutil -N", failure: .start, timeout: 60)
         if case .certificates(let ca) = configuration.authentication {
             let issued = try ca.issue(for: configuration.local)
-            try runTool([installation.certutil, "-A", "-d", "sql:" + nss, "-n", "xfrmlab-ca", "-t", "CT,,", "-i", ca.certificatePath],
+            // Copies in the instance directory: the only one of the harness's a chrooted tool sees.
+            let caCopy = instance.directory + "/ca.pem", keyCopy = instance.directory + "/local.p12"
+            for (from, to, mode) in [(ca.certificatePath, caCopy, 0o644), (issued.pkcs12, keyCopy, 0o600)] as [(String, String, mode_t)] {
+                guard let data = FileManager.default.contents(atPath: from),
+                      FileManager.default.createFile(atPath: to, contents: data, attributes: [.posixPermissions: Int(mode)]) else {
+                    throw DaemonError(.start, "\(self): cannot copy \(from) to \(to)")
+                }
+            }
+            try runTool([installation.certutil, "-A", "-d", "sql:" + nss, "-n", "xfrmlab-ca", "-t", "CT,,", "-i", caCopy],
                         "certutil -A (CA)", failure: .start, timeout: 60)
-            try runTool([installation.pk12util, "-d", "sql:" + nss, "-i", issued.pkcs12, "-W", ""], "pk12util -i", failure: .start, timeout: 60)
+            try runTool([installation.pk12util, "-d", "sql:" + nss, "-i", keyCopy, "-W", ""], "pk12util -i", failure: .start, timeout: 60)
         }
     }
 
@@ -177,7 +194,7 @@ public final class Libreswan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable {
 
     /// `ipsec whack --ctlsocket …/pluto.ctl ARGS`, in the daemon's namespace.
     public func whack(_ arguments: [String], timeout: Double = 20) throws -> ProcessResult {
-        try namespace.execute([installation.whack, "--ctlsocket", controlSocket] + arguments, timeout: timeout)
+        try namespace.execute(inRoot([installation.whack, "--ctlsocket", controlSocket] + arguments), timeout: timeout)
     }
 
     /// `ipsec whack --name NAME --initiate`: waits until pluto reports the outcome.
@@ -187,6 +204,14 @@ public final class Libreswan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable {
         let output = (r.standardOutput + r.standardError).split(separator: "\n").map(String.init)
         throw DaemonError(.negotiation, "\(self): whack --initiate of \(configuration.name) did not establish it (exit \(r.status))",
                           logs: [LogExcerpt(title: "whack --initiate", lines: Array(output.suffix(20)))] + instance.logExcerpts())
+    }
+
+    /// What pluto says it is (`pluto --version`'s first words: "Libreswan 5.2").
+    public func reportedVersion() throws -> String {
+        let r = try namespace.execute(inRoot([installation.pluto, "--version"]), timeout: 20)
+        let words = r.standardOutput.split(separator: " ").prefix(2)
+        guard r.succeeded, words.count == 2 else { throw DaemonError(.control, "\(self): pluto --version: \(r)") }
+        return words.joined(separator: " ")
     }
 
     /// `ipsec whack --showstates`, parsed.
@@ -202,7 +227,8 @@ public final class Libreswan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable {
     /// `#2: "x":500 STATE_V2_ESTABLISHED_CHILD_SA (established Child SA); …; IKE SA #1; …` and
     /// `#2: "x" esp.1a2b3c4d@192.1.2.23 esp.5e6f7a8b@192.1.2.45 tun.0@… Traffic: ESPin=0B ESPout=0B …`
     /// (`esp:1a2b3c4d@2001:db8::1` for IPv6)
-    /// (older versions prefix each line with a number such as `000 `).
+    /// (older versions prefix each line with a number such as `000 `; from 5.0 the states lose
+    /// their `STATE_V2_` prefix: `ESTABLISHED_IKE_SA`).
     static func parseStates(_ text: String, name: String, local: IPAddress, remote: IPAddress) -> [IKESAStatus] {
         struct Entry { var state = ""; var parent: String?; var spiIn: UInt32?; var spiOut: UInt32?; var bytesIn: UInt64?; var bytesOut: UInt64? }
         var entries: [String: Entry] = [:]
@@ -217,7 +243,14 @@ public final class Libreswan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable {
             if entries[serial] == nil { order.append(serial) }
             var e = entries[serial] ?? Entry()
             let words = line.split(separator: " ").map(String.init)
-            if let state = words.first(where: { $0.hasPrefix("STATE_") }) { e.state = state }
+            // The state follows the connection: `STATE_V2_ESTABLISHED_IKE_SA` before 5.0,
+            // `ESTABLISHED_IKE_SA` from 5.0 on.
+            if let state = words.first(where: { $0.hasPrefix("STATE_") }) {
+                e.state = state
+            } else if let at = words.firstIndex(where: { $0.hasPrefix("\"\(name)\"") }), at + 1 < words.count,
+                      words[at + 1].contains("_"), words[at + 1].allSatisfy({ $0.isUppercase || $0.isNumber || $0 == "_" }) {
+                e.state = words[at + 1]
+            }
             if let i = words.firstIndex(of: "SA"), i > 0, words[i - 1] == "IKE", i + 1 < words.count {
                 e.parent = words[i + 1].trimmingCharacters(in: CharacterSet(charactersIn: "#;"))
             }

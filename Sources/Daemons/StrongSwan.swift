@@ -30,11 +30,15 @@ public final class StrongSwan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable 
         public var startTimeout: Double
         /// Lines added inside `charon { }` of strongswan.conf.
         public var extraSettings: [String]
+        /// Where charon comes from: a root filesystem (another release's, such as the cached
+        /// /var/lib/xfrmlab/daemons/trixie-strongswan) or a user's install prefix, see
+        /// `Installation.strongSwan(at:)`; nil: this machine's.
+        public var installation: String?
 
         /// The retransmission defaults give a peer about 20 s (2 s, then ×1.4 four times): enough
         /// for a libreswan responder under TCG, whose updown script alone can take seconds.
         public init(backend: Backend = .kernel, logLevel: Int = 1, retransmitTries: Int = 4, retransmitTimeout: Double = 2,
-                    startTimeout: Double = 30, extraSettings: [String] = []) {
+                    startTimeout: Double = 30, extraSettings: [String] = [], installation: String? = nil) {
             self.backend = backend
             self.logLevel = logLevel
             self.retransmitTries = retransmitTries
@@ -57,15 +61,15 @@ public final class StrongSwan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable 
                  installation: Installation.StrongSwan) throws {
         self.options = options
         self.installation = installation
-        try super.init(kind: .strongSwan, host: host, namespace: namespace, configuration: configuration)
+        try super.init(kind: .strongSwan, host: host, namespace: namespace, configuration: configuration, root: installation.root)
     }
 
     /// Starts charon in `namespace` and loads `configuration`; on any failure, whatever was
     /// started is stopped and removed before the error (with charon's log) is thrown.
     public static func start(in namespace: Namespace, host: String, configuration: IKEConfiguration,
                              options: Options = Options()) throws -> StrongSwan {
-        let installation = try Installation.strongSwan.get()
-        if case .libipsec = options.backend { try Installation.libipsec.get() }
+        let installation = try (options.installation.map(Installation.strongSwan(at:)) ?? Installation.strongSwan).get()
+        if case .libipsec = options.backend { try Installation.libipsec(for: installation).get() }
         try configuration.validate()
         let daemon = try StrongSwan(host: host, namespace: namespace, configuration: configuration, options: options,
                                     installation: installation)
@@ -86,7 +90,7 @@ public final class StrongSwan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable 
 
     func writeConfiguration() throws {
         let c = configuration
-        var plugins = Installation.strongSwanPlugins
+        var plugins = installation.plugins
         var libipsec = false, allowPeerTS = false
         var fwmark: UInt32?
         if case .libipsec(let allow, let mark) = options.backend {
@@ -129,6 +133,8 @@ public final class StrongSwan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable 
             "LOCAL_TS": c.local.trafficSelectors.map(\.description).joined(separator: ","),
             "REMOTE_TS": c.remote.trafficSelectors.map(\.description).joined(separator: ","),
             "IF_ID": "", "MARK_IN": "", "MARK_OUT": "", "PSK": "", "LOCAL_CERT": "",
+            "SET_MARK_OUT": c.outputMark.map { markText($0.value, mask: $0.mask) } ?? "",
+            "SET_MARK_IN": c.inputMark.map { markText($0.value, mask: $0.mask) } ?? "",
         ]
         switch c.style {
         case .policy: break
@@ -173,8 +179,8 @@ public final class StrongSwan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable 
     /// `swanctl --load-all --file …/swanctl.conf`, over this instance's socket (swanctl reads the
     /// socket's path from the same strongswan.conf).
     private func load() throws {
-        let r = try namespace.execute(["env", "STRONGSWAN_CONF=\(settingsPath)", installation.swanctl,
-                                       "--load-all", "--noprompt", "--file", swanctlConfigPath], timeout: 30)
+        let r = try namespace.execute(inRoot(["env", "STRONGSWAN_CONF=\(settingsPath)", installation.swanctl,
+                                              "--load-all", "--noprompt", "--file", swanctlConfigPath]), timeout: 30)
         // swanctl looks for credential directories it does not need (pkcs12, rsa …): not news.
         let said = (r.standardOutput + r.standardError).split(separator: "\n").map(String.init)
             .filter { !$0.hasPrefix("opening directory") }
@@ -234,6 +240,12 @@ public final class StrongSwan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable 
             }
         }
         return out
+    }
+
+    /// What charon says it is (vici `version`: "charon-systemd 6.0.1").
+    public func reportedVersion() throws -> String {
+        let r = try vici("version").response
+        return [r["daemon"]?.string, r["version"]?.string].compactMap { $0 }.joined(separator: " ")
     }
 
     /// vici `rekey` of the child SA (`swanctl --rekey --child NAME`).

@@ -65,7 +65,10 @@ extension Lab {
     /// Starts the daemons of every IKE tunnel of the topology, one tunnel after another (the
     /// left end initiates), and returns once each is established. On a failure the tunnels
     /// already up are stopped first, and the error carries the daemons' logs.
-    public func startIKETunnels(timeout: Double = 60) throws -> IKETunnels {
+    ///
+    /// Each end's daemon comes from its `ike-from:`, else from `installations[kind]` (a root or
+    /// prefix, as `xfrmlab up --strongswan PATH` gives it), else from this machine.
+    public func startIKETunnels(timeout: Double = 60, installations: [IKEDaemonKind: String] = [:]) throws -> IKETunnels {
         var up: [(tunnel: Tunnel, ike: IKETunnel)] = []
         var authorities: [CertificateAuthority] = []
         do {
@@ -80,8 +83,11 @@ extension Lab {
                     authentication = .certificates(ca)
                 }
                 let configuration = IKEConfiguration(t, authentication: authentication)
-                let initiator = DaemonSpec(IKEDaemonKind(t.left.ike!), host: t.left.host, configuration: configuration)
-                let responder = DaemonSpec(IKEDaemonKind(t.right.ike!), host: t.right.host, configuration: configuration.mirrored)
+                let (leftKind, rightKind) = (IKEDaemonKind(t.left.ike!), IKEDaemonKind(t.right.ike!))
+                let initiator = DaemonSpec(leftKind, host: t.left.host, configuration: configuration,
+                                           installation: t.left.ikeFrom ?? installations[leftKind])
+                let responder = DaemonSpec(rightKind, host: t.right.host, configuration: configuration.mirrored,
+                                           installation: t.right.ikeFrom ?? installations[rightKind])
                 up.append((t, try IKETunnel.up(initiator: (initiator, try namespace(t.left.host)),
                                                responder: (responder, try namespace(t.right.host)), timeout: timeout)))
             }
@@ -93,8 +99,9 @@ extension Lab {
     }
 
     /// `startIKETunnels`, `body`, and the daemons always stopped afterwards.
-    public func withIKETunnels<T>(timeout: Double = 60, _ body: (IKETunnels) async throws -> T) async throws -> T {
-        let tunnels = try startIKETunnels(timeout: timeout)
+    public func withIKETunnels<T>(timeout: Double = 60, installations: [IKEDaemonKind: String] = [:],
+                                  _ body: (IKETunnels) async throws -> T) async throws -> T {
+        let tunnels = try startIKETunnels(timeout: timeout, installations: installations)
         let result: T
         do {
             result = try await body(tunnels)

@@ -136,6 +136,8 @@ public struct GuestDriver {
     public var alone: [String]
     /// Tests run by themselves after the rest, in a filtered run too.
     public var last: [String] = []
+    /// Tests not run at all here (regular expressions, the test binary's --skip).
+    public var skips: [String] = []
     public var serial: Bool
     public var retry: Bool
     /// On the host: the kernel log before the driver started is not ours.
@@ -187,12 +189,13 @@ public struct GuestDriver {
         // The crash drill (a test that panics the kernel) runs only when asked for.
         if ProcessInfo.processInfo.environment["XFRMLAB_CRASH_DRILL"] != "1" { main += ["--skip", GuestDriver.skippedByDefault] }
         for f in filters { main += ["--filter", f] }
+        for s in skips { main += ["--skip", s] }
         for a in alone { main += ["--skip", a] }
         record.phases.append(runTests(name: "tests", events: "events.jsonl", arguments: main, until: deadline))
         try save(record)
         for (i, a) in alone.enumerated() where KernelLog.monotonic() < deadline {
             record.phases.append(runTests(name: "tests-alone-\(i + 1)", events: "events-alone-\(i + 1).jsonl",
-                                          arguments: ["--filter", a], until: deadline))
+                                          arguments: ["--filter", a] + skips.flatMap { ["--skip", $0] }, until: deadline))
             try save(record)
         }
         if retry {

@@ -67,11 +67,17 @@ public struct MatrixReport: Codable, Sendable {
             }
         }
         for i in kernels.indices where !kernels[i].cells.isEmpty {
+            let leftOut = (kernels[i].except ?? []).compactMap { try? NSRegularExpression(pattern: $0) }
             for row in rows where kernels[i].cells[row.id] == nil {
-                // A kernel asked only some tests lacks the others by design, not by accident.
-                kernels[i].cells[row.id] = kernels[i].only != nil
-                    ? Cell(verdict: .notSelected, detail: "this kernel ran only tests matching \(kernels[i].only!.joined(separator: " or "))")
-                    : Cell(verdict: .missing, detail: "not in this kernel's run", expectation: nil, seconds: nil)
+                // A kernel asked only some tests, or asked to leave some out, lacks them by design,
+                // not by accident.
+                if let only = kernels[i].only {
+                    kernels[i].cells[row.id] = Cell(verdict: .notSelected, detail: "this kernel ran only tests matching \(only.joined(separator: " or "))")
+                } else if let rule = leftOut.first(where: { $0.firstMatch(in: row.id, range: NSRange(row.id.startIndex..., in: row.id)) != nil }) {
+                    kernels[i].cells[row.id] = Cell(verdict: .notSelected, detail: "left out of this kernel's run (--except \(rule.pattern))")
+                } else {
+                    kernels[i].cells[row.id] = Cell(verdict: .missing, detail: "not in this kernel's run", expectation: nil, seconds: nil)
+                }
             }
         }
         // After the filling-in above: every kernel that ran has a cell in every row.

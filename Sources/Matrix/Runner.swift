@@ -39,6 +39,9 @@ public final class MatrixRunner {
         /// Kernel label (as given to --kernel) → the only tests to run there (`--only 6.12=REGEX`):
         /// a second kernel for some tests without a second whole-suite VM.
         public var only: [String: [String]] = [:]
+        /// Kernel label → tests left out there (`--except 6.1=REGEX`): the cases that need one
+        /// particular kernel run on that one only.
+        public var except: [String: [String]] = [:]
 
         public init(kernels: [Kernel], expectations: Expectations, expectationsPath: String, output: String, testBinary: String,
                     xfrmlab: String, guestPath: [String], accelerator: Accelerator?, cpus: Int, memory: String, timeout: Double,
@@ -210,6 +213,8 @@ public final class MatrixRunner {
         // A rerun asks exactly its tests (filters are alternatives: adding the run's own would widen it).
         for f in rerun.flatMap({ $0.isEmpty ? nil : $0 }) ?? (options.filters + (only ?? [])) { driver += ["--filter", f] }
         result.only = only
+        for e in rerun == nil ? options.except[kernel.label] ?? [] : [] { driver += ["--skip", e] }
+        result.except = options.except[kernel.label]
         for a in options.alone { driver += ["--alone", a] }
         // (A rerun asks exactly its tests: nothing after them.)
         let aloneOnKernel = rerun == nil ? options.aloneOn[kernel.label] ?? [] : []

@@ -74,7 +74,9 @@ public struct MatrixShard: Sendable, Equatable, CustomStringConvertible {
             let selecting = try regexes(options.filters + (only ?? []))
             // Run alone: the kernel's own always; the run's only in a whole-suite run.
             let alone = try regexes((options.aloneOn[k.label] ?? []) + (selecting.isEmpty ? options.alone : []))
-            for t in tests where (drill || !t.fullID.contains(GuestDriver.skippedByDefault)) && (selecting.isEmpty || matches(selecting, t.fullID)) {
+            let except = try regexes(options.except[k.label] ?? [])
+            for t in tests where (drill || !t.fullID.contains(GuestDriver.skippedByDefault)) && (selecting.isEmpty || matches(selecting, t.fullID))
+                && !matches(except, t.fullID) {
                 out.append((k.label, t.id, matches(alone, t.fullID)))
             }
         }
@@ -134,6 +136,7 @@ extension MatrixReport {
                 m.crashes += k.crashes
                 m.notes += k.notes
                 m.only = (m.only ?? []) + (k.only ?? [])
+                if let e = k.except { m.except = Array(Set((m.except ?? []) + e)).sorted() }
                 m.timings.suite = (m.timings.suite ?? 0) + (k.timings.suite ?? 0)
                 m.timings.wall = (m.timings.wall ?? 0) + (k.timings.wall ?? 0)
                 kernels[i] = m

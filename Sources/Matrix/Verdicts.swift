@@ -195,6 +195,8 @@ public struct KernelResult: Codable, Sendable {
     public var cells: [String: Cell]
     /// The test filters this kernel's run was limited to (`--only`); nil: the whole suite.
     public var only: [String]? = nil
+    /// The tests left out of this kernel's run (`--except`); nil: none.
+    public var except: [String]? = nil
     public var warnings: [AttributedWarning]
     /// Oopses, BUGs and panics among the warnings, with their fingerprints and the rules that know them.
     @EmptyWhenAbsent public var crashes: [KernelCrash] = []

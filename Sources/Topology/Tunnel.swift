@@ -45,15 +45,19 @@ public struct Tunnel: Hashable, Sendable, Codable {
         public var device: String?
         /// The IKE daemon on this end; nil for a static-keyed tunnel.
         public var ike: IKEDaemon?
+        /// Where that daemon comes from (`ike-from:`, an absolute path): a root filesystem of
+        /// another release or a user's build, or its install prefix; nil: this machine's.
+        public var ikeFrom: String?
         public var location: SourceLocation?
 
         public init(host: String, address: IPAddress, subnets: [CIDR], device: String? = nil,
-                    ike: IKEDaemon? = nil, location: SourceLocation? = nil) {
+                    ike: IKEDaemon? = nil, ikeFrom: String? = nil, location: SourceLocation? = nil) {
             self.host = host
             self.address = address
             self.subnets = subnets
             self.device = device
             self.ike = ike
+            self.ikeFrom = ikeFrom
             self.location = location
         }
     }

@@ -1,3 +1,4 @@
+import Glibc
 /// Reading the `tunnels:` section (see `Tunnel` and Topologies/README.md).
 extension TopologyReader {
     /// What the tunnels of one file share while they are read.
@@ -149,7 +150,7 @@ extension TopologyReader {
     }
 
     func endpoint(_ r: Reader, _ context: TunnelContext) -> Tunnel.Endpoint? {
-        guard let f = r.mapping(["host", "address", "subnets", "device", "ike"]) else { return nil }
+        guard let f = r.mapping(["host", "address", "subnets", "device", "ike", "ike-from"]) else { return nil }
         var host: String?
         if let hostReader = f.required("host"), let h = hostReader.scalar() {
             if let names = hostNames, !names.contains(h) {
@@ -172,8 +173,24 @@ extension TopologyReader {
         }
         let device = f["device"]?.name(Check.interfaceName)
         let ike = f["ike"]?.value("an IKE daemon (strongswan or libreswan)") { Tunnel.IKEDaemon(rawValue: $0) }
+        var ikeFrom: String?
+        if let fromReader = f["ike-from"], let path = fromReader.scalar() {
+            if ike == nil {
+                fromReader.problem("ike-from says where the IKE daemon comes from: give ike: strongswan or libreswan too")
+            } else if !path.hasPrefix("/") {
+                fromReader.problem("\(quoted(path)) is not an absolute path (a daemon root such as /var/lib/xfrmlab/daemons/trixie-strongswan, or an install prefix)")
+            } else {
+                var st = stat()
+                if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
+                    ikeFrom = path
+                } else {
+                    fromReader.problem("\(quoted(path)): no such directory")
+                }
+            }
+        }
         guard let host, let address, !subnets.isEmpty else { return nil }
-        return Tunnel.Endpoint(host: host, address: address, subnets: subnets, device: device, ike: ike, location: r.location)
+        return Tunnel.Endpoint(host: host, address: address, subnets: subnets, device: device, ike: ike, ikeFrom: ikeFrom,
+                               location: r.location)
     }
 }
 

@@ -43,6 +43,18 @@ extension Trait where Self == ConditionTrait {
         return .enabled(if: probe.available, Comment(rawValue: "\(kind) not available: \(probe.reason)"))
     }
 
+    /// The test runs `kind` from `installation` (a root filesystem or prefix, see
+    /// `Installation.strongSwan(at:)`): skipped, saying what is missing, when it cannot.
+    public static func needsDaemon(_ kind: IKEDaemonKind, from installation: String) -> Self {
+        let found: Result<String, DaemonError> = kind == .strongSwan
+            ? Installation.strongSwan(at: installation).map(\.description)
+            : Installation.libreswan(at: installation).map(\.description)
+        switch found {
+        case .success: return .enabled(if: true)
+        case .failure(let e): return .enabled(if: false, Comment(rawValue: "\(kind) from \(installation) not available: \(e.message)"))
+        }
+    }
+
     /// The test runs charon with kernel-libipsec (plugin and /dev/net/tun).
     public static var needsLibIPsec: Self {
         let reason: String

@@ -76,6 +76,9 @@ struct MatrixCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Run only the tests matching REGEX on KERNEL (repeatable; KERNEL as given to --kernel): `make test` asks 6.12 only the bug reports and scenarios.", valueName: "KERNEL=REGEX"))
     var only: [String] = []
 
+    @Option(help: ArgumentHelp("Leave out the tests matching REGEX on KERNEL (repeatable): `make test` runs the daemon version cases on 6.12 only, not in 6.1's whole suite.", valueName: "KERNEL=REGEX"))
+    var except: [String] = []
+
     @Option(help: ArgumentHelp("Run tests matching REGEX after the rest, by themselves (repeatable; whole-suite runs only, not with --filter; `make test` passes LoadTests, which holds the RTNL lock for seconds). KERNEL=REGEX: on that kernel only, and in its --only run too (a mutant kernel's detector that leaves the kernel broken runs last).", valueName: "[KERNEL=]REGEX"))
     var alone: [String] = []
 
@@ -161,6 +164,12 @@ struct MatrixCommand: ParsableCommand {
                 throw ValidationError("--only \(o): expected KERNEL=REGEX with KERNEL one of the --kernel values (\(kernels.joined(separator: ", ")))")
             }
             options.only[String(o[..<eq]), default: []].append(String(o[o.index(after: eq)...]))
+        }
+        for e in except {
+            guard let eq = e.firstIndex(of: "="), kernels.contains(String(e[..<eq])), e.index(after: eq) < e.endIndex else {
+                throw ValidationError("--except \(e): expected KERNEL=REGEX with KERNEL one of the --kernel values (\(kernels.joined(separator: ", ")))")
+            }
+            options.except[String(e[..<eq]), default: []].append(String(e[e.index(after: eq)...]))
         }
         if let shard {
             let share = try MatrixShard(parsing: shard)
@@ -275,6 +284,7 @@ struct MatrixGuest: ParsableCommand {
     @Option var filter: [String] = []
     @Option var alone: [String] = []
     @Option var last: [String] = []
+    @Option var skip: [String] = []
     @Flag(help: "Running on the host: record only the kernel log from now on.") var host = false
 
     func run() throws {
@@ -282,6 +292,7 @@ struct MatrixGuest: ParsableCommand {
         var driver = GuestDriver(output: output, testBinary: testBinary, xfrmlab: selfPath(), filters: filter, alone: alone,
                                  serial: serial, retry: !noRetry, timeout: max(30, timeout))
         driver.last = last
+        driver.skips = skip
         driver.onHost = host
         try driver.run()
     }

@@ -16,6 +16,21 @@ struct Up: ParsableCommand {
     @Flag(help: "Stay in the foreground and tear down on SIGINT/SIGTERM (if killed outright, `xfrmlab gc` cleans up).")
     var foreground = false
 
+    @Option(name: .customLong("strongswan"), help: ArgumentHelp("Run the file's strongSwan ends from PATH: a root filesystem (another release's, e.g. /var/lib/xfrmlab/daemons/trixie-strongswan) or your build's install prefix (an end's own ike-from: wins).", valueName: "PATH"))
+    var strongSwan: String?
+
+    @Option(name: .customLong("libreswan"), help: ArgumentHelp("Run the file's libreswan ends from PATH: a root filesystem or an unpacked prefix (an end's own ike-from: wins).", valueName: "PATH"))
+    var libreswan: String?
+
+    func validate() throws {
+        for (option, path, check) in [("--strongswan", strongSwan, { Installation.strongSwan(at: $0).map(\.description) }),
+                                      ("--libreswan", libreswan, { Installation.libreswan(at: $0).map(\.description) })]
+            as [(String, String?, (String) -> Result<String, DaemonError>)] {
+            guard let path else { continue }
+            if case .failure(let e) = check(path) { throw ValidationError("\(option) \(path): \(e.message)") }
+        }
+    }
+
     func run() throws {
         global.bootstrap()
         try requireRoot()
@@ -33,7 +48,10 @@ struct Up: ParsableCommand {
             var ike: IKETunnels?
             if topology.tunnels.contains(where: \.usesIKE) {
                 do {
-                    ike = try lab.startIKETunnels()
+                    var installations: [IKEDaemonKind: String] = [:]
+                    installations[.strongSwan] = strongSwan
+                    installations[.libreswan] = libreswan
+                    ike = try lab.startIKETunnels(installations: installations)
                 } catch {
                     _ = try? lab.down()
                     throw error

@@ -47,7 +47,7 @@ struct DaemonConfigurationTests {
         #expect(throws: Never.self) { try IKEConfiguration(local: west, remote: east).validate() }
     }
 
-    @Test("libreswan's whack --showstates, with and without the old numeric prefixes")
+    @Test("libreswan's whack --showstates, with and without the old numeric prefixes, and 5.x's state names")
     func showstates() {
         let text = """
         000 #1: "xfrmlab":500 STATE_V2_ESTABLISHED_IKE_SA (established IKE SA); REKEY in 27933s; REPLACE in 28203s; newest; idle;
@@ -71,6 +71,16 @@ struct DaemonConfigurationTests {
         """
         let states6 = Libreswan.parseStates(v6, name: "xfrmlab", local: IPAddress("2001:db8:1:2::45")!, remote: IPAddress("2001:db8:1:2::23")!)
         #expect(states6.first?.children.first?.outboundSPI == 0xc981e455 && states6.first?.children.first?.inboundSPI == 0x520cf06a)
+
+        // libreswan 5.2 (trixie), as DaemonVersionTests printed it: the states lost `STATE_V2_`.
+        let five = """
+        #1: "xfrmlab":500 ESTABLISHED_IKE_SA (established IKE SA); REKEY in 28062s; REPLACE in 28796s; newest; idle;
+        #2: "xfrmlab":500 ESTABLISHED_CHILD_SA (established Child SA); REKEY in 27954s; REPLACE in 28796s; newest; eroute owner; IKE SA #1; idle;
+        #2: "xfrmlab" esp.c7ed2f0c@192.1.2.23 esp.34173025@192.1.2.45 tun.0@192.1.2.23 tun.0@192.1.2.45 Traffic: ESPin=41B ESPout=51B ESPmax=2^63B
+        """
+        let states5 = Libreswan.parseStates(five, name: "xfrmlab", local: IPAddress("192.1.2.45")!, remote: IPAddress("192.1.2.23")!)
+        #expect(states5.count == 1 && states5[0].established && states5[0].state == "ESTABLISHED_IKE_SA")
+        #expect(states5.first?.children.first.map { $0.installed && $0.outboundSPI == 0xc7ed2f0c && $0.inboundSPI == 0x34173025 } == true)
     }
 
     @Test("vici messages survive encoding and decoding")
@@ -95,11 +105,13 @@ struct DaemonConfigurationTests {
             "REMOTE_ID": "192.1.2.23", "LOCAL_TS": "192.0.1.0/24", "REMOTE_TS": "192.0.2.0/24", "AUTH": "psk",
             "IF_ID": style.name == "xfrmi" ? "0x7" : "", "MARK_IN": style.name == "vti" ? "0x20/0xffffffff" : "",
             "MARK_OUT": style.name == "vti" || style.name == "marked-policy" ? "0x10/0xffffffff" : "", "PSK": "k",
-            "LOCAL_CERT": "",
+            "LOCAL_CERT": "", "SET_MARK_OUT": style.name == "policy" ? "0x100/0xff00" : "", "SET_MARK_IN": "",
         ]
         let swanctl = try Template.load("strongswan/swanctl.conf").render(values)
         #expect(swanctl.contains("if_id_in = 0x7") == (style.name == "xfrmi"))
-        #expect(swanctl.contains("mark_out = 0x10/0xffffffff") == (style.name != "policy" && style.name != "xfrmi"))
+        #expect(swanctl.contains(" mark_out = 0x10/0xffffffff") == (style.name != "policy" && style.name != "xfrmi"))
+        #expect(swanctl.contains("set_mark_out = 0x100/0xff00") == (style.name == "policy"))
+        #expect(!swanctl.contains("set_mark_in"))
         #expect(!swanctl.contains("{{"))
     }
 }

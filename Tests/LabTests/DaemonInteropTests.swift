@@ -106,8 +106,8 @@ struct DaemonInteropTests {
             let (westOuter, eastOuter) = (config.local.address.bytes, config.remote.address.bytes)
             let mark: UInt32? = { if case .markedPolicy(let m) = style { return m } else { return nil } }()
 
-            try await lab.withIKETunnel(DaemonSpec(c.pair.initiator, host: "west", configuration: config),
-                                        DaemonSpec(c.pair.responder, host: "east", configuration: config.mirrored),
+            try await lab.withIKETunnel(DaemonSpec(c.pair.initiator, host: "west", configuration: config, installation: c.pair.initiatorFrom),
+                                        DaemonSpec(c.pair.responder, host: "east", configuration: config.mirrored, installation: c.pair.responderFrom),
                                         timeout: 60) { tunnel in
                 recordTiming("\(c.pair) \(style.name) \(c.family)\(certificates ? " certificates" : "")", tunnel)
                 var child = try #require(tunnel.initiatorSA.children.first { $0.installed })
@@ -140,10 +140,10 @@ struct DaemonInteropTests {
                         "no ESP with west's outbound SPI \(child.outboundSPI.map { String($0, radix: 16) } ?? "?") on the wire: \(sent["west"] ?? [])")
 
                 // The daemons' SAs and policies, read back from the kernel over netlink.
-                try expectKernelState(west, daemon: c.pair.initiator, style: style, outbound: eastOuter, inbound: westOuter,
-                                      who: "west (\(c.pair.initiator))")
-                try expectKernelState(east, daemon: c.pair.responder, style: style, outbound: westOuter, inbound: eastOuter,
-                                      who: "east (\(c.pair.responder))")
+                try expectKernelState(west, daemon: c.pair.initiator, from: c.pair.initiatorFrom, style: style, outbound: eastOuter,
+                                      inbound: westOuter, who: "west (\(DaemonRelease.name(c.pair.initiator, c.pair.initiatorFrom)))")
+                try expectKernelState(east, daemon: c.pair.responder, from: c.pair.responderFrom, style: style, outbound: westOuter,
+                                      inbound: eastOuter, who: "east (\(DaemonRelease.name(c.pair.responder, c.pair.responderFrom)))")
                 for d in [tunnel.initiator, tunnel.responder] {
                     if let pluto = d as? Libreswan { print("\(pluto.host) whack --showstates:\n\(try pluto.whack(["--showstates"]).standardOutput)") }
                 }
@@ -160,15 +160,22 @@ struct DaemonInteropTests {
                 }
             }
             // Stopped daemons leave the kernel as they found it (strongSwan's rule).
-            for (ns, kind) in [(west, c.pair.initiator), (east, c.pair.responder)] {
+            for (ns, kind, from) in [(west, c.pair.initiator, c.pair.initiatorFrom), (east, c.pair.responder, c.pair.responderFrom)] {
                 let kernel = try kernelXfrm(ns)
                 let allowed = kind == .libreswan ? kernel.policies.filter(isNeighbourDiscoveryBypass) : []
-                if !allowed.isEmpty { print("\(ns.name): libreswan left its \(allowed.count) IPv6 neighbour-discovery bypass policies") }
+                if !allowed.isEmpty {
+                    print("\(ns.name): \(DaemonRelease.name(kind, from)) (\(style.name)) left its \(allowed.count) IPv6 neighbour-discovery bypass policies")
+                }
                 let left = kernel.policies.filter { p in !allowed.contains(p) }
                 #expect(kernel.states.isEmpty && left.isEmpty, "\(ns.name) after the daemons stopped: \(kernel.states) \(left)")
             }
             #expect(daemonLeftovers([lab.run.prefix + "west", lab.run.prefix + "east"]) == [])
         }
+    }
+
+    /// Whether the release puts a marked style's mark on its outbound SA (see below).
+    static func marksOutboundSA(_ kind: IKEDaemonKind, _ from: String?) -> Bool {
+        kind == .strongSwan
     }
 
     /// Both SAs of the tunnel on `ns`, the outbound policy to the peer, and the style's mark or
@@ -181,7 +188,7 @@ struct DaemonInteropTests {
     /// - the inbound SA: neither (strongSwan only with `mark_in_sa = yes`; an unmarked SA matches
     ///   whatever mark the VTI device's ikey gives the packet);
     /// - xfrm interfaces: the if_id on every SA and policy, both daemons.
-    func expectKernelState(_ ns: Namespace, daemon: IKEDaemonKind, style: ConnectionStyle, outbound peer: [UInt8],
+    func expectKernelState(_ ns: Namespace, daemon: IKEDaemonKind, from: String? = nil, style: ConnectionStyle, outbound peer: [UInt8],
                            inbound own: [UInt8], who: String) throws {
         let kernel = try kernelXfrm(ns)
         let out = kernel.states.filter { $0.destination == peer && $0.proto == .esp }
@@ -196,7 +203,7 @@ struct DaemonInteropTests {
             if inboundPolicies {
                 #expect(!inPolicies.isEmpty && inPolicies.allSatisfy { $0.mark == XfrmMark(mark) }, "\(who): inbound policy mark: \(inPolicies)")
             }
-            let outSAMark: XfrmMark? = daemon == .strongSwan ? XfrmMark(mark) : nil
+            let outSAMark: XfrmMark? = DaemonInteropTests.marksOutboundSA(daemon, from) ? XfrmMark(mark) : nil
             #expect(out.allSatisfy { $0.mark == outSAMark }, "\(who): outbound SA mark, expected \(outSAMark.map { "\($0)" } ?? "none"): \(out)")
             #expect(inbound.allSatisfy { $0.mark == nil }, "\(who): inbound SA mark, expected none: \(inbound)")
         }

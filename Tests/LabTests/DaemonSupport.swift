@@ -14,11 +14,17 @@ func daemonTopology() throws -> Topology {
     try Topology.load(path: repositoryRoot + "/Fixtures/daemons/west-east.yaml")
 }
 
-/// An initiator and a responder implementation.
+/// An initiator and a responder implementation, each from this machine or from a root.
 struct DaemonPair: Sendable, CustomTestStringConvertible, CustomStringConvertible {
     var initiator: IKEDaemonKind
     var responder: IKEDaemonKind
-    var description: String { "\(initiator)→\(responder)" }
+    /// Where each end's daemon comes from (see `DaemonSpec.installation`); nil: this machine's.
+    var initiatorFrom: String? = nil
+    var responderFrom: String? = nil
+    var description: String {
+        initiatorFrom == nil && responderFrom == nil ? "\(initiator)→\(responder)"
+            : "\(DaemonRelease.name(initiator, initiatorFrom))→\(DaemonRelease.name(responder, responderFrom))"
+    }
     var testDescription: String { description }
 
     static let all: [DaemonPair] = [
@@ -27,6 +33,33 @@ struct DaemonPair: Sendable, CustomTestStringConvertible, CustomStringConvertibl
         DaemonPair(initiator: .strongSwan, responder: .libreswan),
         DaemonPair(initiator: .libreswan, responder: .strongSwan),
     ]
+}
+
+/// The daemon releases the version cases use, and what each is called in test names.
+enum DaemonRelease {
+    /// "strongSwan 6.0.1", "libreswan 4.10": the upstream part of the package's version.
+    static func name(_ kind: IKEDaemonKind, _ from: String?) -> String {
+        "\(kind) " + (version(kind, from).map(upstream) ?? "(not installed)")
+    }
+
+    static func version(_ kind: IKEDaemonKind, _ from: String?) -> String? {
+        switch kind {
+        case .strongSwan: return (try? (from.map(Installation.strongSwan(at:)) ?? Installation.strongSwan).get())?.version
+        case .libreswan: return (try? (from.map(Installation.libreswan(at:)) ?? Installation.libreswan).get())?.version
+        }
+    }
+
+    /// "6.0.1-6+deb13u7" → "6.0.1", "1:4.10-2+deb12u1" → "4.10".
+    static func upstream(_ version: String) -> String {
+        var v = Substring(version)
+        if let colon = v.firstIndex(of: ":") { v = v[v.index(after: colon)...] }
+        return String(v.prefix { $0 != "-" && $0 != "+" && $0 != "~" })
+    }
+
+    /// The major version (5 of "5.2"), 0 when unknown.
+    static func major(_ kind: IKEDaemonKind, _ from: String?) -> Int {
+        version(kind, from).map(upstream).flatMap { Int($0.prefix { $0.isNumber }) } ?? 0
+    }
 }
 
 /// What the daemons of `namespaces` left: files, processes.

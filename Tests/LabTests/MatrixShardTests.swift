@@ -72,4 +72,20 @@ struct MatrixShardTests {
         let found = try MatrixReport.merge([share(["T/b()": Cell(verdict: .missing)]), share(["T/b()": Cell(verdict: .pass)])])
         #expect(found.kernels[0].cells["T/b()"]?.verdict == .pass)
     }
+
+    @Test("a test left out of one kernel's run (--except) is not selected there, not missing; one lost by accident is missing")
+    func exceptIsNotMissing() throws {
+        var left = kernelResult("6.1", version: "6.1.192", cells: ["T/a()": Cell(verdict: .pass)])
+        left.except = ["DaemonVersion|T/b"]
+        let other = kernelResult("6.12", version: "6.12.117", cells: ["T/a()": Cell(verdict: .pass), "T/b()": Cell(verdict: .pass)])
+        let r = MatrixReport(created: Date(), host: "h", accelerator: "tcg", acceleratorReason: "", expectations: "e", testBinary: "t",
+                             kernels: [left, other])
+        let cell = try #require(r.kernels[0].cells["T/b()"])
+        #expect(cell.verdict == .notSelected && cell.detail?.contains("--except") == true && r.ok, "\(cell)")
+        var lost = left
+        lost.except = nil
+        let r2 = MatrixReport(created: Date(), host: "h", accelerator: "tcg", acceleratorReason: "", expectations: "e", testBinary: "t",
+                              kernels: [lost, other])
+        #expect(r2.kernels[0].cells["T/b()"]?.verdict == .missing && !r2.ok)
+    }
 }
