@@ -16,7 +16,7 @@ TEST_KERNELS ?= 6.1 5.10.218 5.10 6.12 7.2
 SECOND_KERNEL_TESTS ?= (BugReport|Scenario|MarkInheritance|OverlappingSubnets)[A-Za-z]*/(?!scenario(Run)?\()
 # The daemons of two releases with each other (bookworm's from apt, trixie's from the roots of
 # `make daemon-roots`) run on trixie's kernel, 6.12, and are left out of 6.1's whole suite.
-DAEMON_VERSION_TESTS ?= Daemon(Version|OutputMark)Tests
+DAEMON_VERSION_TESTS ?= Daemon(Version|OutputMark|RoadWarrior)Tests
 DAEMON_VERSION_KERNEL ?= 6.12
 # Kernels built here from Debian's pinned linux-source-6.1 (Fixtures/kernels/kernels.lock, `sources:`)
 # with Fixtures/kernels/xfrmlab.config: the control, and the mutant that undoes the fixes of every

@@ -140,9 +140,21 @@ public final class Libreswan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable {
 
     /// `ipsec initnss --nssdir DIR` (certutil -N with an empty password), then, with
     /// certificates, the CA (trusted) and this end's key and certificate (pk12util).
+    ///
+    /// The empty database is made once per installation and process and copied after that:
+    /// under TCG a certutil run (NSS's start-up, and for a root the mounts before it) is a
+    /// second of every pluto's start.
     func makeNSSDatabase() throws {
         let nss = try instance.subdirectory("nss")
-        try runTool([installation.certutil, "-N", "-d", "sql:" + nss, "--empty-password"], "certutil -N", failure: .start, timeout: 60)
+        let key = installation.root?.path ?? installation.prefix
+        if let files = Libreswan.emptyNSS.files(for: key) {
+            for (name, data) in files where !FileManager.default.createFile(atPath: nss + "/" + name, contents: data, attributes: [.posixPermissions: 0o600]) {
+                throw DaemonError(.start, "\(self): cannot write \(nss)/\(name)")
+            }
+        } else {
+            try runTool([installation.certutil, "-N", "-d", "sql:" + nss, "--empty-password"], "certutil -N", failure: .start, timeout: 60)
+            Libreswan.emptyNSS.keep(nss, for: key)
+        }
         if case .certificates(let ca) = configuration.authentication {
             let issued = try ca.issue(for: configuration.local)
             // Copies in the instance directory: the only one of the harness's a chrooted tool sees.
@@ -158,6 +170,24 @@ public final class Libreswan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable {
             try runTool([installation.pk12util, "-d", "sql:" + nss, "-i", keyCopy, "-W", ""], "pk12util -i", failure: .start, timeout: 60)
         }
     }
+
+    /// Empty NSS databases by installation (cert9.db, key4.db, pkcs11.txt as certutil -N made them).
+    final class EmptyNSS: @unchecked Sendable {
+        private var byInstallation: [String: [(String, Data)]] = [:]
+        private let lock = NSLock()
+        func files(for key: String) -> [(String, Data)]? {
+            lock.lock(); defer { lock.unlock() }
+            return byInstallation[key]
+        }
+        func keep(_ directory: String, for key: String) {
+            let names = ["cert9.db", "key4.db", "pkcs11.txt"]
+            let files = names.compactMap { n in FileManager.default.contents(atPath: directory + "/" + n).map { (n, $0) } }
+            guard files.count == names.count else { return }
+            lock.lock(); defer { lock.unlock() }
+            byInstallation[key] = files
+        }
+    }
+    static let emptyNSS = EmptyNSS()
 
     /// `addconn --config FILE --checkconfig`: a mistake in the file, with libreswan's words,
     /// before pluto starts.

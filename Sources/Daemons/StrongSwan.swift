@@ -30,6 +30,15 @@ public final class StrongSwan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable 
         public var startTimeout: Double
         /// Lines added inside `charon { }` of strongswan.conf.
         public var extraSettings: [String]
+        /// With the kernel backend: IKE leaves marked so (socket-default `fwmark`), and charon's own
+        /// routes in table 220 skip what carries it (kernel-netlink `fwmark = !MARK`) — what a
+        /// road warrior whose rules send everything else into the tunnel needs (with the SA's
+        /// `IKEConfiguration.outputMark` for its ESP).
+        public var ikeFwmark: UInt32?
+        /// The routing table the harness puts the routes into a route-based style's device in
+        /// (the remote subnets); nil: the main table. With a table, the caller's rule decides
+        /// what looks it up (`not fwmark 0x42 lookup 50`).
+        public var deviceRouteTable: UInt32?
         /// Where charon comes from: a root filesystem (another release's, such as the cached
         /// /var/lib/xfrmlab/daemons/trixie-strongswan) or a user's install prefix, see
         /// `Installation.strongSwan(at:)`; nil: this machine's.
@@ -38,13 +47,17 @@ public final class StrongSwan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable 
         /// The retransmission defaults give a peer about 20 s (2 s, then ×1.4 four times): enough
         /// for a libreswan responder under TCG, whose updown script alone can take seconds.
         public init(backend: Backend = .kernel, logLevel: Int = 1, retransmitTries: Int = 4, retransmitTimeout: Double = 2,
-                    startTimeout: Double = 30, extraSettings: [String] = [], installation: String? = nil) {
+                    startTimeout: Double = 30, extraSettings: [String] = [], installation: String? = nil,
+                    ikeFwmark: UInt32? = nil, deviceRouteTable: UInt32? = nil) {
             self.backend = backend
             self.logLevel = logLevel
             self.retransmitTries = retransmitTries
             self.retransmitTimeout = retransmitTimeout
             self.startTimeout = startTimeout
             self.extraSettings = extraSettings
+            self.installation = installation
+            self.ikeFwmark = ikeFwmark
+            self.deviceRouteTable = deviceRouteTable
         }
     }
 
@@ -75,7 +88,9 @@ public final class StrongSwan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable 
                                     installation: installation)
         try daemon.startUp(prepare: {
             try daemon.writeConfiguration()
-            if case .kernel = options.backend { daemon.device = try TunnelDevices.make(for: configuration, in: namespace) }
+            if case .kernel = options.backend {
+                daemon.device = try TunnelDevices.make(for: configuration, in: namespace, table: options.deviceRouteTable)
+            }
         }, command: { [installation.charon] }, environment: [
             "STRONGSWAN_CONF": daemon.settingsPath,
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
@@ -92,7 +107,7 @@ public final class StrongSwan: IKEDaemonProcess, IKEDaemon, @unchecked Sendable 
         let c = configuration
         var plugins = installation.plugins
         var libipsec = false, allowPeerTS = false
-        var fwmark: UInt32?
+        var fwmark: UInt32? = options.ikeFwmark
         if case .libipsec(let allow, let mark) = options.backend {
             // kernel-libipsec first: its IPsec backend wins over kernel-netlink's.
             plugins.insert("kernel-libipsec", at: plugins.firstIndex(of: "kernel-netlink")!)

@@ -8,11 +8,11 @@ import Topology
 /// exist (strongSwan: "the VTI device must be created beforehand"; xfrm interfaces likewise).
 /// libreswan makes its own (its updown script for VTI, pluto itself for `ipsec-interface=`).
 enum TunnelDevices {
-    /// Makes the device of `configuration.style` in `ns`, routes the remote subnets into it and
-    /// returns the device's name (nil for policy-based styles). Equivalent to
+    /// Makes the device of `configuration.style` in `ns`, routes the remote subnets into it (in
+    /// `table`, default main) and returns the device's name (nil for policy-based styles). Equivalent to
     /// `ip link add vti1 type vti local L remote R ikey K okey K; sysctl net.ipv4.conf.vti1.disable_policy=1;
     /// ip route add SUBNET dev vti1` (or `ip link add ipsec7 type xfrm dev eth1 if_id 7; …`).
-    static func make(for configuration: IKEConfiguration, in ns: Namespace) throws -> String? {
+    static func make(for configuration: IKEConfiguration, in ns: Namespace, table: UInt32? = nil) throws -> String? {
         guard let device = configuration.style.device else { return nil }
         let local = configuration.local.address.bytes, remote = configuration.remote.address.bytes
         do {
@@ -39,7 +39,7 @@ enum TunnelDevices {
             for subnet in configuration.remote.subnets {
                 try ns.route.request(RouteRequest.add(namespace: ns.name, destination: subnet.address.bytes,
                                                       prefixLength: subnet.prefixLength, outputInterface: index,
-                                                      interfaceName: device))
+                                                      interfaceName: device, table: table ?? RouteRequest.mainTable))
             }
         } catch let e as DaemonError {
             remove(device, in: ns)

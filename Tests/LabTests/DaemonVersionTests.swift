@@ -1,5 +1,6 @@
 import Daemons
 import Foundation
+import Glibc
 import Lab
 import Netlink
 import Probes
@@ -132,6 +133,82 @@ struct DaemonOutputMarkTests {
                     #expect(!trace.hops(on: "nic").contains { $0.hook == .forward && $0.packet.spi == spi }, "nic forwarded it")
                     #expect(trace.hops(on: "west").contains { $0.hook == .postrouting && $0.packet.spi == spi && $0.mark == 0x201 },
                             "west's ESP without the daemon's mark 0x201")
+                }
+            }
+            #expect(daemonLeftovers([lab.run.prefix + "west", lab.run.prefix + "east"]) == [])
+        }
+    }
+}
+
+/// The xfrmi road warrior with SAs charon negotiates: west routes everything but what carries
+/// 0x42 into its xfrm interface (`not fwmark 0x42 lookup 50`, table 50: east's public address
+/// into ipsec7), charon marks its IKE 0x42 (socket-default `fwmark`) and puts 0x42 on its
+/// outbound SA (`set_mark_out`), so the ESP leaves through eth1 instead of looping back into
+/// ipsec7 — the xfrmi-road-warrior scenario's not-fwmark design (Topologies/xfrmi-road-warrior.yaml),
+/// /32-to-/32, negotiated instead of installed. Without the SA's mark the same design loops: the
+/// datagram is not answered and no ESP of the SA leaves west (the scenario's verdict on every kernel).
+@Suite("IKE daemons: the xfrmi road warrior with the output mark set through charon (kernel ESP)",
+       .tags(.privileged, .daemons, .vm), .needsNamespaces, .needsDaemon(.strongSwan),
+       .needsDaemon(.strongSwan, from: trixieStrongSwanRoot), .requires(.esp), .requires(.xfrmInterface),
+       .requires(.outputMarkMask), .requires(.nflog))
+struct DaemonRoadWarriorTests {
+    static let exempt: UInt32 = 0x42, table: UInt32 = 50
+
+    struct Case: Sendable, CustomTestStringConvertible {
+        var from: String?
+        /// The SA's output mark: 0x42, or none (the broken variant).
+        var value: UInt32
+        var testDescription: String {
+            "\(DaemonRelease.name(.strongSwan, from)) " + (value == 0 ? "without set_mark_out" : "set_mark_out=0x\(String(value, radix: 16))")
+        }
+    }
+
+    static let cases = [nil, trixieStrongSwanRoot].flatMap { from in [Case(from: from, value: exempt), Case(from: from, value: 0)] }
+
+    @Test("with set_mark_out 0x42 the cleartext goes into ipsec7 and the ESP out of eth1, answered; without it, it loops",
+          arguments: cases)
+    func roadWarrior(_ c: Case) async throws {
+        let topology = try Topology.load(path: repositoryRoot + "/Topologies/xfrmi-road-warrior.yaml")
+        try await topology.withLab { lab in
+            let (west, east) = (try lab.namespace("west"), try lab.namespace("east"))
+            let westOuter = try lab.address(of: "west", interface: "eth1"), eastOuter = try lab.address(of: "east", interface: "eth1")
+            // /32 to /32: the traffic selectors are the outer addresses themselves.
+            var config = try IKEConfiguration.between(lab, "west", "east", style: .xfrmInterface(id: 7))
+            config.local.subnets = [CIDR(address: westOuter, prefixLength: 32)]
+            config.remote.subnets = [CIDR(address: eastOuter, prefixLength: 32)]
+            config.outputMark = c.value == 0 ? nil : Mark(c.value)
+            var gateway = config.mirrored
+            gateway.style = .policy
+            gateway.outputMark = nil
+            // The design: everything not marked 0x42 looks up table 50, where the harness puts
+            // east's address into ipsec7 when it makes the device for charon.
+            try west.route.request(RuleRequest.add(namespace: west.name, family: UInt8(AF_INET), priority: 100, invert: true,
+                                                   fwmark: Self.exempt, fwmask: .max, table: Self.table,
+                                                   summary: "not fwmark 0x42 lookup 50"))
+            let options = StrongSwan.Options(installation: c.from, ikeFwmark: Self.exempt, deviceRouteTable: Self.table)
+            try await lab.withIKETunnel(DaemonSpec(.strongSwan, host: "west", configuration: config, strongSwan: options),
+                                        DaemonSpec(.strongSwan, host: "east", configuration: gateway), timeout: 60) { tunnel in
+                recordTiming("road warrior \(c.testDescription)", tunnel)
+                let spi = try #require(tunnel.initiatorSA.children.first { $0.installed }?.outboundSPI)
+                let out = try #require(try kernelXfrm(west).states.first { $0.spi == spi })
+                #expect(out.interfaceID == 7 && out.outputMark == (c.value == 0 ? nil : XfrmMark(c.value)), "west's outbound SA: \(out)")
+
+                let (trip, trace) = try lab.trace(hosts: ["west", "east"]) {
+                    try Echo.udp(from: west, to: east, destination: eastOuter.bytes, port: 7200, source: westOuter.bytes, timeout: 3)
+                }
+                let path = PathExpectation("road warrior \(c.testDescription): cleartext into ipsec7, ESP marked 0x42 out of eth1")
+                    .then(.on("west", .output).udp(to: eastOuter.bytes, port: 7200).out("ipsec7"))
+                    .then(.on("west", .postrouting).esp(spi: spi).mark(Self.exempt).out("eth1"))
+                    .then(.on("east", .input).udp(to: eastOuter.bytes, port: 7200))
+                let verdict = path.evaluate(trace)
+                if c.value != 0 {
+                    #expect(trip.answered, "\(trip)")
+                    #expect(verdict.passed, "\(verdict.report)")
+                } else {
+                    #expect(!trip.answered, "answered without the SA's mark: \(trip)")
+                    #expect(!verdict.passed, "\(verdict.report)")
+                    #expect(!trace.hops(on: "west").contains { $0.packet.spi == spi && $0.outInterface == "eth1" },
+                            "ESP of the SA left through eth1 without the mark that keeps it out of table 50")
                 }
             }
             #expect(daemonLeftovers([lab.run.prefix + "west", lab.run.prefix + "east"]) == [])
