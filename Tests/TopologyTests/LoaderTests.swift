@@ -355,32 +355,4 @@ struct ValueTests {
         #expect(t.networks.isEmpty)
         #expect(t.host(named: "a")?.routes.first?.description == "blackhole 10.0.0.0/8")
     }
-
-    /// `ike-from:` keeps the end's daemon's path (a directory that exists), for the Daemons
-    /// module to start that end from it; the other end, without one, comes from this machine.
-    @Test func ikeFromIsKeptPerEnd() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ike-from-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let yaml = """
-            name: ike
-            hosts: { west: {}, east: {} }
-            networks:
-              - name: public
-                subnets: [192.1.2.0/24]
-                members:
-                  - { host: west, interface: eth1, addresses: [192.1.2.45] }
-                  - { host: east, interface: eth1, addresses: [192.1.2.23] }
-            tunnels:
-              - name: t
-                style: policy
-                left:  { host: west, address: 192.1.2.45, subnets: [192.0.1.0/24], ike: strongswan, ike-from: \(dir) }
-                right: { host: east, address: 192.1.2.23, subnets: [192.0.2.0/24], ike: libreswan }
-
-            """
-        let t = try Topology.parse(yaml: yaml, file: "ike.yaml")
-        #expect(t.tunnels.first?.left.ikeFrom == dir)
-        #expect(t.tunnels.first?.right.ikeFrom == nil)
-        #expect(t.tunnels.first?.usesIKE == true)
-    }
 }

@@ -78,4 +78,33 @@ struct TunnelLoaderTests {
         #expect(d.tunnels[0].usesIKE && d.tunnels[0].authentication == .psk && d.tunnels[0].mark == Mark(5))
         #expect(d.tunnels[0].deviceName(of: d.tunnels[0].left) == "vti1")
     }
+
+    /// `ike-from:` keeps the end's daemon's path (a directory that exists), for the Daemons
+    /// module to start that end from it; the other end, without one, comes from this machine.
+    @Test("ike-from keeps the path the end's daemon comes from; an end without one is this machine's")
+    func ikeFromIsKeptPerEnd() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ike-from-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let yaml = """
+            name: ike
+            hosts: { west: {}, east: {} }
+            networks:
+              - name: public
+                subnets: [192.1.2.0/24]
+                members:
+                  - { host: west, interface: eth1, addresses: [192.1.2.45] }
+                  - { host: east, interface: eth1, addresses: [192.1.2.23] }
+            tunnels:
+              - name: t
+                style: policy
+                left:  { host: west, address: 192.1.2.45, subnets: [192.0.1.0/24], ike: strongswan, ike-from: \(dir) }
+                right: { host: east, address: 192.1.2.23, subnets: [192.0.2.0/24], ike: libreswan }
+
+            """
+        let t = try Topology.parse(yaml: yaml, file: "ike.yaml")
+        #expect(t.tunnels.first?.left.ikeFrom == dir)
+        #expect(t.tunnels.first?.right.ikeFrom == nil)
+        #expect(t.tunnels.first?.usesIKE == true)
+    }
 }
