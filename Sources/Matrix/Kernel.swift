@@ -128,6 +128,17 @@ public enum KernelCatalog {
     public static func resolve(_ argument: String, modules: [String] = [], lock: KernelLock? = nil,
                                cache: KernelCache = KernelCache(), boot: String = "/boot", repositoryRoot: String? = nil,
                                log: @escaping @Sendable (String) -> Void = { _ in }) throws -> Kernel {
+        // NAME=KERNEL: any of the forms below, shown and filed (kernels/NAME) under the name given.
+        if let eq = argument.firstIndex(of: "="), eq != argument.startIndex, !argument[..<eq].contains("/") {
+            let name = String(argument[..<eq])
+            guard name.allSatisfy({ $0.isLetter || $0.isNumber || ".-_+".contains($0) }) else {
+                throw KernelNotFound(argument: argument, reason: "\"\(name)\" is not a kernel name (letters, digits, . - _ +)")
+            }
+            var kernel = try resolve(String(argument[argument.index(after: eq)...]), modules: modules, lock: lock, cache: cache,
+                                     boot: boot, repositoryRoot: repositoryRoot, log: log)
+            kernel.label = name
+            return kernel
+        }
         if argument == "host" { return .host }
         var image: String?
         var pinned: (KernelLock.Entry, KernelCache.Unpacked)?

@@ -295,6 +295,15 @@ public struct MatrixReport: Codable, Sendable {
         out.append(ok ? "MATRIX OK: every result as expected on \(kernels.count) kernel\(kernels.count == 1 ? "" : "s")" + (flaky > 0 ? " (\(flaky) flaky)" : "")
                       : "MATRIX FAILED: \(problems) unexpected result\(problems == 1 ? "" : "s")" + (flaky > 0 ? " (and \(flaky) flaky)" : "")
                         + (unranMutants.isEmpty ? "" : "; \(unranMutants.count) mutant\(unranMutants.count == 1 ? "" : "s") whose detector never ran: " + unranMutants.map(\.report).joined(separator: ", ")))
+        // CI logs often keep only the tail: name what failed right under the verdict.
+        if !ok {
+            let failures = kernels.flatMap { k in
+                k.cells.filter { $0.value.verdict.isProblem }.sorted { $0.key < $1.key }
+                    .map { "  \(k.kernel.label): \($0.value.verdict.cell) \($0.key): \(line($0.value.detail ?? "", 200))" }
+            }
+            out.append(contentsOf: failures.prefix(20))
+            if failures.count > 20 { out.append("  … and \(failures.count - 20) more (above, per kernel)") }
+        }
         // The plain closing line CI systems read: results over every kernel.
         let passed = kernels.map { $0.count(.pass) + $0.count(.flaky) }.reduce(0, +)
         let skipped = kernels.map { $0.count(.skip) + $0.count(.xfail) }.reduce(0, +)

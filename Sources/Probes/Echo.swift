@@ -35,10 +35,12 @@ public struct RoundTrip: Sendable, CustomStringConvertible {
 public enum Echo {
     /// Sends one UDP datagram from `from` to `to`'s `destination:port`, where a socket bound
     /// there answers with `identity` (its socket marked `replyMark`, when given). Equivalent to a
-    /// one-shot `nc -u` client and server.
+    /// one-shot `nc -u` client and server. With `resendEvery`, the same datagram goes again at
+    /// that interval until the timeout, as a UDP application that retries would send it.
     public static func udp(from: Namespace, to: Namespace, destination: [UInt8], port: UInt16 = 7000,
                            source: [UInt8]? = nil, mark: UInt32? = nil, device: String? = nil,
-                           identity: String? = nil, replyMark: UInt32? = nil, timeout: Double = 3) throws -> RoundTrip {
+                           identity: String? = nil, replyMark: UInt32? = nil, timeout: Double = 3,
+                           resendEvery: Double? = nil) throws -> RoundTrip {
         let started = Date()
         let family = destination.count == 4 ? AF_INET : AF_INET6
         let describe = "udp \(from.name) → \(formatAddress(destination)):\(port)" + (mark.map { " mark 0x\(String($0, radix: 16))" } ?? "")
@@ -64,7 +66,19 @@ public enum Echo {
         }
 
         var peer = SocketAddress()
-        guard let got = try server.receive(timeout: timeout, from: &peer), got == payload else {
+        var got: [UInt8]?
+        let deadline = started.addingTimeInterval(timeout)
+        while got == nil {
+            let left = deadline.timeIntervalSinceNow
+            if left <= 0 { break }
+            got = try server.receive(timeout: min(left, resendEvery ?? left), from: &peer)
+            if got == nil, resendEvery != nil, deadline.timeIntervalSinceNow > 0,
+               let refusal = try Echo.send(client, payload, to: SocketAddress(bytes: destination, port: port)) {
+                trip.refused = refusal
+                break
+            }
+        }
+        guard let got, got == payload else {
             trip.seconds = Date().timeIntervalSince(started)
             return trip
         }

@@ -12,10 +12,24 @@ public struct BugReport: Sendable {
     public struct Commit: Sendable {
         public var commit: String
         public var subject: String
-        /// The first upstream release with it ("5.3").
+        /// The first upstream release with it ("5.3"); nil when not known (`release: unknown`):
+        /// the verdict then rests on the backports alone.
         public var release: KernelVersion?
         /// First fixed point releases of older stable series ("6.1.115").
         public var backports: [KernelVersion]
+        /// What part of the bug this commit fixes, when a fix is several commits (`xfrmi`, `vti6`).
+        public var part: String?
+
+        public init(commit: String, subject: String, release: KernelVersion?, backports: [KernelVersion] = [], part: String? = nil) {
+            self.commit = commit
+            self.subject = subject
+            self.release = release
+            self.backports = backports
+            self.part = part
+        }
+
+        /// "e9e7e85d75f3 (\"subject\")", with its part when it has one.
+        public var label: String { (part.map { "\($0): " } ?? "") + "\(commit.prefix(12)) (\"\(subject)\")" }
     }
 
     /// A per-kernel expectation that beats the computed one (a stable backport the history
@@ -33,7 +47,17 @@ public struct BugReport: Sendable {
     public var symptom: String
     /// List messages, issue URLs, commits: every report names its public source.
     public var sources: [String]
-    public var fix: Commit?
+    /// The commits that fix the bug, each with its own release and backports (a fix made per
+    /// device kind is several commits): the kernel is fixed when it has every one.
+    public var fixes: [Commit]
+    /// The first (for a one-commit fix, the only) fix.
+    public var fix: Commit? {
+        get { fixes.first }
+        set {
+            guard let newValue else { fixes = []; return }
+            if fixes.isEmpty { fixes = [newValue] } else { fixes[0] = newValue }
+        }
+    }
     public var introduced: Commit?
     /// Capability names (Sources/Xfrm Capabilities: `xfrmi`, `esp-aead` …) or `strongswan-libipsec`.
     public var needs: [String]
@@ -126,28 +150,46 @@ extension BugReport {
         for (i, s) in sources.enumerated() where !(s.hasPrefix("https://") || s.hasPrefix("http://")) {
             throw r.error(sourcesNode.sequence?[i] ?? sourcesNode, "sources[\(i)]", "\"\(s)\" is not a URL")
         }
-        func commit(_ key: String) throws -> Commit? {
-            guard let (_, node) = top[key] else { return nil }
+        /// One commit's mapping; a fix's must say its release, or `unknown`.
+        func commit(_ node: Node, _ key: String, releaseRequired: Bool) throws -> Commit {
             let m = try r.mapping(node, key)
-            for (k, v) in m where !["commit", "subject", "release", "backports"].contains(k) {
-                throw r.error(v.key, "\(key).\(k)", "unknown key (known: backports, commit, release, subject)")
+            let known = ["backports", "commit", "part", "release", "subject"]
+            for (k, v) in m where !known.contains(k) {
+                throw r.error(v.key, "\(key).\(k)", "unknown key (known: \(known.joined(separator: ", ")))")
             }
             guard let c = m["commit"]?.value else { throw r.error(node, "\(key).commit", "missing (required)") }
             let hash = try r.string(c, "\(key).commit")
             guard hash.count >= 12, hash.allSatisfy(\.isHexDigit) else { throw r.error(c, "\(key).commit", "\"\(hash)\" is not a commit hash (12 hex digits or more)") }
             guard let s = m["subject"]?.value else { throw r.error(node, "\(key).subject", "missing (required)") }
             var release: KernelVersion?
-            if let v = m["release"]?.value { release = try r.version(v, "\(key).release") }
+            if let v = m["release"]?.value {
+                if v.scalar?.string == "unknown" { release = nil } else { release = try r.version(v, "\(key).release") }
+            } else if releaseRequired {
+                throw r.error(node, "\(key).release", "missing: the first mainline release with it (\"6.2\"), or unknown")
+            }
             var backports: [KernelVersion] = []
             if let b = m["backports"]?.value {
                 for (i, item) in (b.sequence.map(Array.init) ?? [b]).enumerated() {
                     backports.append(try r.version(item, "\(key).backports[\(i)]"))
                 }
             }
-            return Commit(commit: hash, subject: try r.string(s, "\(key).subject"), release: release, backports: backports)
+            let part = try m["part"].map { try r.string($0.value, "\(key).part") }
+            return Commit(commit: hash, subject: try r.string(s, "\(key).subject"), release: release, backports: backports, part: part)
         }
-        let fix = try commit("fix")
-        if kind == .bug && fix == nil { throw r.error(root, "fix", "missing: a bug report names its fix (commit, subject, release)") }
+        var fixes: [Commit] = []
+        if let (_, node) = top["fix"] {
+            if let items = node.sequence {
+                if items.isEmpty { throw r.error(node, "fix", "an empty list: name the fix's commits") }
+                fixes = try items.enumerated().map { try commit($0.element, "fix[\($0.offset)]", releaseRequired: true) }
+                if items.count > 1, let i = fixes.firstIndex(where: { $0.part == nil }) {
+                    throw r.error(items[i], "fix[\(i)].part", "missing: with several commits, each names the part it fixes (xfrmi, vti …)")
+                }
+            } else {
+                fixes = [try commit(node, "fix", releaseRequired: true)]
+            }
+        }
+        if kind == .bug && fixes.isEmpty { throw r.error(root, "fix", "missing: a bug report names its fix (commit, subject, release)") }
+        let introduced = try top["introduced"].map { try commit($0.value, "introduced", releaseRequired: false) }
         var needs: [String] = []
         if let n = top["needs"]?.value {
             needs = try r.strings(n, "needs")
@@ -178,7 +220,7 @@ extension BugReport {
         let topology = try r.string(required("topology"), "topology")
         let report = BugReport(
             id: id, title: try r.string(required("title"), "title"), kind: kind, symptom: try r.string(required("symptom"), "symptom"),
-            sources: sources, fix: fix, introduced: try commit("introduced"), needs: needs, destructive: destructive,
+            sources: sources, fixes: fixes, introduced: introduced, needs: needs, destructive: destructive,
             topology: topology, observable: try r.string(required("observable"), "observable"), expect: expect,
             overrides: overrides, directory: directory)
         let repo = URL(fileURLWithPath: directory).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
@@ -239,7 +281,7 @@ private struct Reader {
 
     func verdict(_ node: Node, _ field: String) throws -> ReportVerdict.Kind {
         let text = try string(node, field)
-        guard let k = ReportVerdict.Kind(rawValue: text), k != .notApplicable else {
+        guard let k = ReportVerdict.Kind(rawValue: text), k == .reproduces || k == .fixed else {
             throw error(node, field, "\"\(text)\" is not reproduces or fixed")
         }
         return k

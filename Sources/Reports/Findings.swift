@@ -103,13 +103,16 @@ public enum FindingsPage {
         return rows.joined(separator: "\n")
     }
 
-    /// The fix (commit, first release, stable backports), or the report's first source for a behaviour.
+    /// The fix (commit, first release, stable backports; each commit of a fix in several), or
+    /// the report's first source for a behaviour.
     static func source(_ r: BugReport) -> String {
-        guard let fix = r.fix else { return r.sources.first ?? "" }
-        var s = String(fix.commit.prefix(12))
-        if let release = fix.release { s += ", \(release)" } else { s += ", mainline release unknown" }
-        if !fix.backports.isEmpty { s += " (" + fix.backports.map(\.description).joined(separator: ", ") + ")" }
-        return s
+        guard !r.fixes.isEmpty else { return r.sources.first ?? "" }
+        return r.fixes.map { fix in
+            var s = (fix.part.map { "\($0): " } ?? "") + String(fix.commit.prefix(12))
+            if let release = fix.release { s += ", \(release)" } else { s += ", mainline release unknown" }
+            if !fix.backports.isEmpty { s += " (" + fix.backports.map(\.description).joined(separator: ", ") + ")" }
+            return s
+        }.joined(separator: "; ")
     }
 
     static func suiteTable(_ report: MatrixReport, suite: String, kernels: [KernelResult]) -> String {

@@ -10,12 +10,15 @@ public struct ReportVerdict: Sendable, CustomStringConvertible {
         case reproduces
         case fixed
         case notApplicable = "not-applicable"
+        /// A part of the observation could not tell (never expected: it fails the report).
+        case inconclusive
 
         public var title: String {
             switch self {
             case .reproduces: return "REPRODUCES"
             case .fixed: return "FIXED"
             case .notApplicable: return "NOT APPLICABLE"
+            case .inconclusive: return "INCONCLUSIVE"
             }
         }
     }
@@ -75,7 +78,7 @@ extension BugReport {
     public func expectedVerdict(on kernel: KernelSituation) -> (kind: ReportVerdict.Kind, why: String) {
         // A mutant kernel: built on purpose without this report's fix, so its detector must fire.
         if kernel.mutations.contains(id) {
-            let undone = fix.map { "\($0.commit.prefix(12)) (\"\($0.subject)\")" } ?? "its fix"
+            let undone = fixes.isEmpty ? "its fix" : fixes.map(\.label).joined(separator: ", ")
             return (.reproduces, "\(kernel.release) was built with \(undone) undone (Fixtures/reports/\(id)/mutant-*.patch): its detector must fire")
         }
         if let o = overrides.first(where: { $0.kernel.matches(kernel.facts) }) {
@@ -85,21 +88,50 @@ extension BugReport {
             let e = expect ?? .reproduces
             return (e, "a behaviour, not a bug: the same on every kernel")
         }
-        guard let fix else { return (.reproduces, "no fix known") }
+        guard !fixes.isEmpty else { return (.reproduces, "no fix known") }
         guard let version = kernel.version else {
             return (.fixed, "kernel version unknown (\(kernel.release)): assumed newer than the fix")
         }
         if let introduced, let since = introduced.release, version < since {
             return (.fixed, "\(version) predates the bug (introduced in \(since) by \(introduced.commit.prefix(12)))")
         }
+        // Fixed only with every commit of the fix; each missing one is named.
+        let judged = fixes.map { ($0, Self.has($0, version)) }
+        let missing = judged.filter { !$0.1.has }
+        if missing.isEmpty {
+            return (.fixed, judged.map { judged.count > 1 ? "\($0.0.part ?? ""): \($0.1.why)" : $0.1.why }.joined(separator: "; "))
+        }
+        return (.reproduces, missing.map { judged.count > 1 ? "\($0.0.part ?? ""): \($0.1.why)" : $0.1.why }.joined(separator: "; "))
+    }
+
+    /// What one named part of the observation should show: judged by the fix commit with that
+    /// `part` when there is one (a fix in several commits), else as the whole report.
+    public func expectedVerdict(on kernel: KernelSituation, part: String) -> (kind: ReportVerdict.Kind, why: String) {
+        let whole = expectedVerdict(on: kernel)
+        guard kind == .bug, !kernel.mutations.contains(id), !overrides.contains(where: { $0.kernel.matches(kernel.facts) }),
+              let fix = fixes.first(where: { $0.part == part }), let version = kernel.version else { return whole }
+        if let introduced, let since = introduced.release, version < since { return whole }
+        let judged = Self.has(fix, version)
+        return (judged.has ? .fixed : .reproduces, judged.why)
+    }
+
+    /// Whether `version` has one fix commit, from its release and backports, and why.
+    static func has(_ fix: Commit, _ version: KernelVersion) -> (has: Bool, why: String) {
+        let name = "\(fix.commit.prefix(12)) (\"\(fix.subject)\")"
         if let first = fix.release, version >= first {
-            return (.fixed, "\(version) ≥ \(first), the first release with \(fix.commit.prefix(12)) (\"\(fix.subject)\")")
+            return (true, "\(version) ≥ \(first), the first release with \(name)")
         }
-        for b in fix.backports where b.parts.prefix(2) == version.parts.prefix(2) && version >= b {
-            return (.fixed, "\(version) ≥ \(b), where \(fix.commit.prefix(12)) was backported to \(b.parts.prefix(2).map(String.init).joined(separator: "."))")
+        let series = version.parts.prefix(2)
+        for b in fix.backports where b.parts.prefix(2) == series && version >= b {
+            return (true, "\(version) ≥ \(b), where \(name) was backported to \(series.map(String.init).joined(separator: "."))")
         }
-        let first = fix.release.map { "\($0)" } ?? "an unknown release"
-        return (.reproduces, "\(version) predates \(first), the first release with \(fix.commit.prefix(12)) (\"\(fix.subject)\")")
+        if let first = fix.release {
+            return (false, "\(version) predates \(first), the first release with \(name)")
+        }
+        // Mainline release unknown: only the backports decide, and the words say so.
+        let backport = fix.backports.first { $0.parts.prefix(2) == series }
+        return (false, backport.map { "\(version) predates \($0), where \(name) was backported (its mainline release is unknown)" }
+                ?? "the mainline release with \(name) is unknown and no backport to \(series.map(String.init).joined(separator: ".")) is listed: expected still affected")
     }
 }
 

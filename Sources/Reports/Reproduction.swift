@@ -4,17 +4,63 @@ import Matrix
 import Topology
 
 /// What a reproduction saw: whether the bug showed, and the evidence in words a kernel
-/// developer can check (requests with the kernel's answers, counters, traces).
+/// developer can check (requests with the kernel's answers, counters, traces). A report that
+/// looks at several things (devices, directions, steps) gives each its own named part, so one
+/// part's failure to show anything cannot hide behind another's REPRODUCES.
 public struct Observation: Sendable, CustomStringConvertible {
-    public var bugPresent: Bool
-    public var evidence: [String]
+    /// One thing the steps looked at, with its own verdict and evidence.
+    public struct Part: Sendable, CustomStringConvertible {
+        public enum State: String, Sendable, Codable {
+            case reproduces = "REPRODUCES", fixed = "FIXED"
+            /// The step did not get far enough to tell (an unrelated error, nothing observed).
+            case inconclusive = "INCONCLUSIVE"
+        }
+        /// `xfrmi`, `vti6`, `transmit` …: a fix's `part` in report.yaml names the same.
+        public var name: String
+        public var state: State
+        public var evidence: [String]
 
-    public init(bugPresent: Bool, evidence: [String]) {
-        self.bugPresent = bugPresent
-        self.evidence = evidence
+        /// `bugPresent` nil: inconclusive.
+        public init(_ name: String, bugPresent: Bool?, evidence: [String]) {
+            self.name = name
+            self.state = bugPresent.map { $0 ? .reproduces : .fixed } ?? .inconclusive
+            self.evidence = evidence
+        }
+
+        public var description: String { "\(name): \(state.rawValue) — " + evidence.joined(separator: "; ") }
     }
 
-    public var description: String { evidence.joined(separator: "; ") }
+    /// Named parts; empty for a report that is one observation.
+    public var parts: [Part]
+    /// Evidence of the whole (for a one-part report, all of it).
+    public var evidence: [String]
+    var whole: Bool
+
+    public init(bugPresent: Bool, evidence: [String]) {
+        self.parts = []
+        self.evidence = evidence
+        self.whole = bugPresent
+    }
+
+    public init(parts: [Part], evidence: [String] = []) {
+        self.parts = parts
+        self.evidence = evidence
+        self.whole = false
+    }
+
+    /// The bug showed: in the whole, or in any part.
+    public var bugPresent: Bool { parts.isEmpty ? whole : parts.contains { $0.state == .reproduces } }
+
+    /// REPRODUCES when any part reproduces; FIXED when every part is fixed; otherwise INCONCLUSIVE.
+    public var state: Part.State {
+        if parts.isEmpty { return whole ? .reproduces : .fixed }
+        if parts.contains(where: { $0.state == .reproduces }) { return .reproduces }
+        return parts.allSatisfy { $0.state == .fixed } ? .fixed : .inconclusive
+    }
+
+    public var description: String {
+        (evidence + parts.map { "[\($0)]" }).joined(separator: "; ")
+    }
 }
 
 /// A report's scenario in the harness's own vocabulary: given the lab built from the report's
@@ -62,10 +108,28 @@ public struct Outcome: Sendable, CustomStringConvertible {
     public var verdict: ReportVerdict
     public var expected: ReportVerdict.Kind
     public var expectedWhy: String
+    /// Each named part: what it showed, what the history expects of it, and why.
+    public var parts: [PartOutcome] = []
     public var seconds: Double
 
-    /// The verdict is what the report's history says this kernel should show.
-    public var matches: Bool { verdict.kind == expected }
+    public struct PartOutcome: Sendable, CustomStringConvertible {
+        public var part: Observation.Part
+        public var expected: ReportVerdict.Kind
+        public var expectedWhy: String
+        public var matches: Bool { part.state.rawValue == expected.title }
+        public var description: String {
+            "\(part.name): \(part.state.rawValue), expected \(expected.title)\(matches ? "" : " — NOT AS EXPECTED") (\(expectedWhy)); evidence: "
+                + part.evidence.joined(separator: "; ")
+        }
+    }
+
+    /// The verdict is what the report's history says this kernel should show, and so is every
+    /// part's (an inconclusive part never is).
+    public var matches: Bool { verdict.kind == expected && parts.allSatisfy(\.matches) }
+
+    /// Parts whose verdict is not the one the history expects of them (a part that contradicts
+    /// the others, a part that could not tell).
+    public var partsNotAsExpected: [PartOutcome] { parts.filter { !$0.matches } }
 
     public var description: String {
         var lines = [
@@ -74,12 +138,14 @@ public struct Outcome: Sendable, CustomStringConvertible {
             "  symptom   \(report.symptom)",
         ]
         lines += report.sources.map { "  source    \($0)" }
-        if let fix = report.fix {
-            lines.append("  fix       \(fix.commit.prefix(12)) (\"\(fix.subject)\")\(fix.release.map { ", first in \($0)" } ?? "")\(fix.backports.isEmpty ? "" : ", backported to " + fix.backports.map(\.description).joined(separator: ", "))")
+        for fix in report.fixes {
+            lines.append("  fix       \(fix.label), " + (fix.release.map { "first in \($0)" } ?? "mainline release unknown")
+                         + (fix.backports.isEmpty ? "" : ", backported to " + fix.backports.map(\.description).joined(separator: ", ")))
         }
         lines.append("  observable \(report.observable)")
         lines.append("  verdict   \(verdict.kind.title) — \(verdict.reason)")
         lines.append("  expected  \(expected.title) — \(expectedWhy)")
+        lines += parts.map { "  part      \($0)" }
         let result = verdict.kind == .notApplicable ? "NOT RUN HERE" : matches ? "AS EXPECTED" : "NOT AS EXPECTED"
         lines.append(String(format: "  %@ in %.2f s", result, seconds))
         return lines.joined(separator: "\n")
@@ -123,9 +189,28 @@ public enum ReportRunner {
             o.evidence.append("teardown afterwards: \(error)")
             observation = o
         }
-        let result = outcome(ReportVerdict(kind: observation.bugPresent ? .reproduces : .fixed, reason: observation.description))
+        var result = judge(report, kernel: kernel, observation: observation)
+        result.seconds = Date().timeIntervalSince(started)
         // For the matrix's cells (when it asked for them).
-        VerdictRecord(report: report.id, verdict: result.verdict.kind.title, expected: expected.kind.title, evidence: observation.description).append()
+        VerdictRecord(report: report.id, verdict: result.verdict.kind.title, expected: expected.kind.title,
+                      evidence: result.verdict.reason + result.partsNotAsExpected.map { " | NOT AS EXPECTED \($0)" }.joined()).append()
         return result
+    }
+
+    /// The verdict from what the steps observed, part by part, held against the history.
+    public static func judge(_ report: BugReport, kernel: KernelSituation, observation: Observation) -> Outcome {
+        let expected = report.expectedVerdict(on: kernel)
+        let kind: ReportVerdict.Kind
+        switch observation.state {
+        case .reproduces: kind = .reproduces
+        case .fixed: kind = .fixed
+        case .inconclusive: kind = .inconclusive
+        }
+        let parts = observation.parts.map { part -> Outcome.PartOutcome in
+            let e = report.expectedVerdict(on: kernel, part: part.name)
+            return Outcome.PartOutcome(part: part, expected: e.kind, expectedWhy: e.why)
+        }
+        return Outcome(report: report, kernel: kernel, verdict: ReportVerdict(kind: kind, reason: observation.description),
+                       expected: expected.kind, expectedWhy: expected.why, parts: parts, seconds: 0)
     }
 }

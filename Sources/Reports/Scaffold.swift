@@ -42,8 +42,12 @@ public enum ReportScaffold {
             # Public sources: list message, issue, commit URLs (at least one).
             sources:
               - https://lore.kernel.org/…
-            # The fix (kind bug): commit (12+ hex digits), subject, first release; backports:
-            # first fixed point releases of older stable series.
+            # The fix (kind bug): commit (12+ hex digits), subject, first mainline release, or
+            # unknown (then only the backports decide); backports: first fixed point releases
+            # of older stable series. A fix in several commits is a list, each with a part:
+            #   fix:
+            #     - { part: xfrmi, commit: …, subject: …, release: unknown, backports: [6.1.190] }
+            #     - { part: vti, commit: …, subject: …, release: "6.13" }
             fix:
               commit: 000000000000
               subject: "SUBJECT OF THE FIX"

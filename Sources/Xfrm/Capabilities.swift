@@ -20,6 +20,7 @@ public struct Capability: Sendable, Hashable, Codable, CustomStringConvertible {
         case vti6
         case xfrmInterface = "xfrmi"
         case xfrmInterfaceExternal = "xfrmi-external"
+        case migrate = "xfrm-migrate"
         case nftables
         case nflog
         case conntrackMark = "ct-mark"
@@ -41,6 +42,7 @@ public struct Capability: Sendable, Hashable, Codable, CustomStringConvertible {
             case .vti6: return "VTI6"
             case .xfrmInterface: return "xfrm interfaces"
             case .xfrmInterfaceExternal: return "xfrm interfaces in external mode"
+            case .migrate: return "XFRM_MSG_MIGRATE (CONFIG_XFRM_MIGRATE)"
             case .nftables: return "nftables"
             case .nflog: return "NFLOG from nftables"
             case .conntrackMark: return "conntrack marks"
@@ -186,7 +188,7 @@ public struct Capabilities: Sendable, Codable {
             do {
                 xfrm = try ns.netlinkSocket(protocol: NetlinkSocket.xfrm)
             } catch {
-                for name in [Capability.Name.xfrmPolicy, .policyMark, .policyInterfaceID, .esp, .espCBCHMAC, .udpEncapsulation, .outputMarkMask] {
+                for name in [Capability.Name.xfrmPolicy, .policyMark, .policyInterfaceID, .migrate, .esp, .espCBCHMAC, .udpEncapsulation, .outputMarkMask] {
                     record(name, false, "socket(AF_NETLINK, NETLINK_XFRM) → \(error)")
                 }
                 return out
@@ -217,6 +219,22 @@ public struct Capabilities: Sendable, Codable {
                 } catch {
                     record(name, false, refusal(probe, error))
                 }
+            }
+
+            // Migration: moving a policy that does not exist reaches the policy lookup (ENOENT)
+            // only where CONFIG_XFRM_MIGRATE is built in; elsewhere the kernel says ENOPROTOOPT.
+            let migrate = XfrmPolicyRequest.migrate(
+                namespace: nil, selector: XfrmSelector(source: "203.0.113.1/32", destination: "203.0.113.2/32")!, direction: .out,
+                migrations: [XfrmMigration(oldSource: [203, 0, 113, 1], oldDestination: [203, 0, 113, 2],
+                                           newSource: [203, 0, 113, 3], newDestination: [203, 0, 113, 4], reqid: 1)])
+            let migrateProbe = "XFRM_MSG_MIGRATE of a policy that does not exist"
+            do {
+                try xfrm.request(migrate)
+                record(.migrate, false, "\(migrateProbe) → accepted, where ENOENT was due")
+            } catch let e as NetlinkError where e.errno == ENOENT {
+                record(.migrate, true, refusal(migrateProbe, e) + ": built in, it looked the policy up")
+            } catch {
+                record(.migrate, false, refusal(migrateProbe, error))
             }
 
             // States: ESP with each algorithm, then UDP encapsulation and the output mark with

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Matrix
 import Reports
 
 struct Reproduce: AsyncParsableCommand {
@@ -33,7 +34,8 @@ struct Reproduce: AsyncParsableCommand {
         let reports = try BugReport.loadAll(directory: root + "/Fixtures/reports")
         if list {
             for r in reports {
-                let fix = r.fix.map { "\($0.commit.prefix(12)) \($0.release.map { "v\($0)" } ?? "")" } ?? r.kind.rawValue
+                let fix = r.fixes.isEmpty ? r.kind.rawValue
+                    : r.fixes.map { "\($0.commit.prefix(12)) \($0.release.map { "v\($0)" } ?? "release unknown")" }.joined(separator: ", ")
                 print("\(r.id)\t\(fix)\t\(r.destructive ? "destructive\t" : "")\(r.title)")
             }
             return
@@ -46,9 +48,17 @@ struct Reproduce: AsyncParsableCommand {
             var arguments = kernels.flatMap { ["--kernel", $0] }
             arguments += ["--filter", "BugReportTests/\(ReportScaffold.testName(report.id))\\("]
             if global.verbose { arguments.append("--verbose") }
+            // The report lands in a folder of its own, read back for the verdicts.
+            let output = root + "/.build/matrix/reproduce-\(report.id)-\(getpid())-\(Int(Date().timeIntervalSince1970))"
+            arguments += ["--output", output]
             // The matrix command sets the logging up itself (once per process).
-            var matrix = try MatrixCommand.parse(arguments)
-            try matrix.run()
+            let matrix = try MatrixCommand.parse(arguments)
+            var failure: Error?
+            do { try matrix.run() } catch { failure = error }
+            if let results = try? MatrixReport.load(directory: output) {
+                print(Self.verdicts(of: report, in: results))
+            }
+            if let failure { throw failure }
             return
         }
         global.bootstrap()
@@ -59,6 +69,8 @@ struct Reproduce: AsyncParsableCommand {
                 "id": report.id, "kernel": outcome.kernel.release, "version": outcome.kernel.version?.description ?? "",
                 "verdict": outcome.verdict.kind.rawValue, "evidence": outcome.verdict.reason,
                 "expected": outcome.expected.rawValue, "expectedWhy": outcome.expectedWhy, "matches": outcome.matches,
+                "parts": outcome.parts.map { ["name": $0.part.name, "verdict": $0.part.state.rawValue, "evidence": $0.part.evidence.joined(separator: "; "),
+                                              "expected": $0.expected.title, "expectedWhy": $0.expectedWhy, "matches": $0.matches] as [String: Any] },
             ]
             print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
         } else {
@@ -66,6 +78,29 @@ struct Reproduce: AsyncParsableCommand {
         }
         if outcome.verdict.kind == .notApplicable { throw ExitCode(2) }
         if !outcome.matches { throw ExitCode(1) }
+    }
+}
+
+extension Reproduce {
+    /// Each kernel's verdict on the report, its evidence and what the history expected there.
+    static func verdicts(of report: BugReport, in results: MatrixReport) -> String {
+        let test = "BugReportTests/\(ReportScaffold.testName(report.id))("
+        var lines = ["", "\(report.id), per kernel:"]
+        for k in results.kernels {
+            let name = "  \(k.kernel.label) (\(k.version ?? k.release ?? "?"))"
+            guard let cell = k.cells.first(where: { $0.key.contains(test) })?.value else {
+                lines.append("\(name): did not run — \(k.statusDetail ?? k.status.rawValue)")
+                continue
+            }
+            guard let verdict = cell.report else {
+                lines.append("\(name): no verdict — the test \(cell.verdict.rawValue): \(cell.detail ?? "")")
+                continue
+            }
+            let judged = verdict.expected.map { $0 == verdict.verdict ? "as expected" : "NOT AS EXPECTED (expected \($0))" } ?? ""
+            lines.append("\(name): \(verdict.verdict)\(judged.isEmpty ? "" : ", " + judged)")
+            lines.append("    evidence: \(verdict.evidence)")
+        }
+        return lines.joined(separator: "\n")
     }
 }
 

@@ -73,7 +73,7 @@ struct BugReportTests {
     func saPrefixlenUnspec() async throws { try await check("sa-prefixlen-unspec") }
 
     @Test("migrate-direction: XFRM_MSG_MIGRATE refuses a direction out of range (CVE-2017-11600, 7bab09631c2a, 4.13)",
-          .requires(.xfrmPolicy), .disposableKernel)
+          .requires(.xfrmPolicy), .requires(.migrate), .disposableKernel)
     func migrateDirection() async throws { try await check("migrate-direction") }
 
     @Test("vti-mark-preserved: VTI keeps the packet's mark on transmit and restores it after receive (behaviour)",
@@ -119,8 +119,79 @@ struct BugReportFileTests {
         #expect(reports.count >= 15, "\(reports.count) reports")
         for r in reports {
             #expect(!r.sources.isEmpty && r.sources.allSatisfy { $0.hasPrefix("https://") }, "\(r.id): \(r.sources)")
-            #expect(r.kind == .behaviour || r.fix?.release != nil, "\(r.id) names no first fixed release")
+            // The loader refuses a fix without `release:` (a version or `unknown`).
+            #expect(r.kind == .behaviour || !r.fixes.isEmpty, "\(r.id) names no fix")
         }
+    }
+
+    @Test("a fix in several commits, one with its mainline release unknown: fixed only with all, the unknown one judged by its backports alone, and said so")
+    func severalFixes() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("xlreport-several-\(getpid())/tunnel-changelink-netns-admin").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: dir).deletingLastPathComponent().path) }
+        let text = """
+            id: tunnel-changelink-netns-admin
+            title: t
+            kind: bug
+            symptom: s
+            sources: [https://example.org/x]
+            fix:
+              - { part: xfrmi, commit: 0123456789ab, subject: "xfrm: a", release: "6.14", backports: ["6.1.130", "6.12.20"] }
+              - { part: vti, commit: 123456789abc, subject: "vti: b", release: unknown, backports: ["6.1.131"] }
+            topology: topology.yaml
+            observable: o
+
+            """
+        _ = FileManager.default.createFile(atPath: dir + "/topology.yaml", contents: Data("name: t\nhosts: [{ name: a }]\n".utf8))
+        let report = try BugReport.parse(text, path: dir + "/report.yaml", directory: dir)
+        #expect(report.fixes.map(\.part) == ["xfrmi", "vti"] && report.fixes[1].release == nil)
+        func on(_ v: String) -> (kind: ReportVerdict.Kind, why: String) {
+            report.expectedVerdict(on: KernelSituation(release: v, version: KernelVersion(parsing: v), disposable: true, disposableReason: ""))
+        }
+        #expect(on("6.1.131").kind == .fixed, "\(on("6.1.131"))")
+        let between = on("6.1.130")  // the xfrmi commit is in, the vti one not yet
+        #expect(between.kind == .reproduces && between.why.hasPrefix("vti: 6.1.130 predates 6.1.131") && !between.why.contains("xfrmi"), "\(between)")
+        // 6.12.20 has the xfrmi commit; the vti one has no backport there and no known release.
+        let unknown = on("6.12.30")
+        #expect(unknown.kind == .reproduces && unknown.why.contains("mainline release with 123456789abc") && unknown.why.contains("no backport to 6.12"), "\(unknown)")
+        #expect(on("6.18.1").kind == .reproduces, "a release after the xfrmi fix still lacks the vti one, as far as the history knows")
+        // Each commit must say its release (or unknown), and name its part when there are several.
+        let noRelease = text.replacingOccurrences(of: "release: unknown, ", with: "")
+        let e1 = #expect(throws: ReportError.self) { try BugReport.parse(noRelease, path: "r.yaml", directory: dir) }
+        #expect(e1?.field == "fix[1].release" && e1?.line == 8 && e1?.message.contains("or unknown") == true, "\(String(describing: e1))")
+        let noPart = text.replacingOccurrences(of: "part: vti, ", with: "")
+        let e2 = #expect(throws: ReportError.self) { try BugReport.parse(noPart, path: "r.yaml", directory: dir) }
+        #expect(e2?.field == "fix[1].part" && e2?.line == 8, "\(String(describing: e2))")
+
+        // A verdict per part, each held against its own commit's history.
+        let kernel = KernelSituation(release: "6.1.130", version: KernelVersion(parsing: "6.1.130"), disposable: true, disposableReason: "")
+        let asHistory = ReportRunner.judge(report, kernel: kernel, observation: Observation(parts: [
+            .init("xfrmi", bugPresent: false, evidence: ["xfrmi changelink → EPERM"]),
+            .init("vti", bugPresent: true, evidence: ["vti changelink → accepted"]),
+        ]))
+        #expect(asHistory.verdict.kind == .reproduces && asHistory.expected == .reproduces && asHistory.matches, "\(asHistory)")
+        #expect(asHistory.parts.map(\.expected) == [.fixed, .reproduces])
+        // The first newcomer run: vti reproduced while the xfrmi step failed for its own reason
+        // (a bare EINVAL). The whole says REPRODUCES, as expected; the part says it could not tell.
+        let blind = ReportRunner.judge(report, kernel: kernel, observation: Observation(parts: [
+            .init("xfrmi", bugPresent: nil, evidence: ["xfrmi changelink → EINVAL (the request named a lower device)"]),
+            .init("vti", bugPresent: true, evidence: ["vti changelink → accepted"]),
+        ]))
+        #expect(blind.verdict.kind == .reproduces && blind.expected == .reproduces)
+        #expect(!blind.matches && blind.partsNotAsExpected.map(\.part.name) == ["xfrmi"], "\(blind)")
+        #expect(blind.description.contains("part      xfrmi: INCONCLUSIVE, expected FIXED — NOT AS EXPECTED"), "\(blind)")
+        // A part that contradicts its history (xfrmi still accepting on a kernel with its fix).
+        let contradiction = ReportRunner.judge(report, kernel: kernel, observation: Observation(parts: [
+            .init("xfrmi", bugPresent: true, evidence: ["xfrmi changelink → accepted"]),
+            .init("vti", bugPresent: true, evidence: ["vti changelink → accepted"]),
+        ]))
+        #expect(!contradiction.matches && contradiction.partsNotAsExpected.map(\.part.name) == ["xfrmi"], "\(contradiction)")
+        // Nothing reproduced, but a part could not tell: the whole is INCONCLUSIVE, never FIXED.
+        let later = KernelSituation(release: "6.1.140", version: KernelVersion(parsing: "6.1.140"), disposable: true, disposableReason: "")
+        let unsure = ReportRunner.judge(report, kernel: later, observation: Observation(parts: [
+            .init("xfrmi", bugPresent: false, evidence: ["→ EPERM"]), .init("vti", bugPresent: nil, evidence: ["→ EINVAL"]),
+        ]))
+        #expect(unsure.verdict.kind == .inconclusive && unsure.expected == .fixed && !unsure.matches, "\(unsure)")
     }
 
     @Test("the expected verdict follows the fix's release and its stable backports")

@@ -12,9 +12,10 @@ import Topology
 /// Scenario 2: a multihomed gw marks incoming ESP by upstream (MARK + CONNMARK --save-mark,
 /// --restore-mark in OUTPUT). Does the decrypted packet keep the mark, does the reply get it,
 /// does the reply's ESP leave through the upstream the request came in on? Asked for VTI and
-/// for xfrm interfaces; the answers are the kernel's, read from NFLOG traces on gw.
+/// for xfrm interfaces; the answers are the kernel's, read from NFLOG traces on gw. A lab per
+/// case: they run side by side.
 @Suite("Scenario mark-inheritance: ESP marked per upstream on a multihomed gateway",
-       .tags(.privileged, .vm), .needsNamespaces, .serialized, .requires(.esp), .requires(.nftables), .requires(.conntrackMark))
+       .tags(.privileged, .vm), .needsNamespaces, .requires(.esp), .requires(.nftables), .requires(.conntrackMark))
 struct MarkInheritanceTests {
     static func topology(_ style: Tunnel.Style) throws -> Topology { try Topology.load(path: topologyFile("multihomed-\(style.rawValue)")) }
 

@@ -15,8 +15,8 @@ extension OutputMark.Case: CustomTestStringConvertible {
 /// Scenario 1 (`xfrmlab run output-mark`): an SA's output mark, with and without a mask, steers
 /// its ESP through west's rule `fwmark 0x100/0xff00 lookup 50` (through nic); the socket's mark
 /// 0x1, outside the mask, survives only with a mask. Judged by NFLOG traces at west, nic and east,
-/// `RTM_GETROUTE` with the ESP's mark, and the SA's counter.
-@Suite("Scenario output-mark: an SA's output mark steers its ESP through an fwmark rule", .tags(.privileged), .needsNamespaces, .serialized)
+/// `RTM_GETROUTE` with the ESP's mark, and the SA's counter. A lab per case: they run side by side.
+@Suite("Scenario output-mark: an SA's output mark steers its ESP through an fwmark rule", .tags(.privileged), .needsNamespaces)
 struct OutputMarkScenarioTests {
     static func cases(_ style: TunnelStyle, _ families: [ScenarioFamily] = ScenarioFamily.allCases) -> [OutputMark.Case] {
         families.flatMap { f in [OutputMark.Case(style: style, family: f, mask: OutputMark.ruleMask), OutputMark.Case(style: style, family: f, mask: nil)] }

@@ -16,7 +16,8 @@ extension SharedMark.Case: CustomTestStringConvertible {
 /// marks on both directions), the firewall 0x00ff (nft `meta mark set meta mark & 0xffffff00 | N`);
 /// a UDP exchange through the tunnel is traced at all five hooks of west and east, and each hop's
 /// bits must be what their owner last set.
-@Suite("Scenario shared-mark: IPsec and the firewall share the mark field, a mask each", .tags(.privileged), .needsNamespaces, .serialized)
+/// A lab per case: they run side by side.
+@Suite("Scenario shared-mark: IPsec and the firewall share the mark field, a mask each", .tags(.privileged), .needsNamespaces)
 struct SharedMarkScenarioTests {
     static func cases(_ style: TunnelStyle) -> [SharedMark.Case] { ScenarioFamily.allCases.map { SharedMark.Case(style: style, family: $0) } }
 

@@ -191,6 +191,17 @@ struct KernelTests {
         #expect(kernel("../linux/arch/x86/boot/bzImage", release: "6.19.0-rc1+").slug == "bzImage-6.19.0-rc1+")
     }
 
+    @Test("--kernel NAME=PATH: the column and the results folder take the name given")
+    func namedKernel() throws {
+        let image = FileManager.default.temporaryDirectory.appendingPathComponent("xl-vmlinuz-\(getpid())").path
+        _ = FileManager.default.createFile(atPath: image, contents: Data(count: 16))
+        defer { try? FileManager.default.removeItem(atPath: image) }
+        let k = try KernelCatalog.resolve("6.1.176=" + image)
+        #expect(k.label == "6.1.176" && k.slug == "6.1.176" && k.image == image)
+        #expect(try KernelCatalog.resolve("mine=host").label == "mine")
+        #expect(throws: KernelNotFound.self) { try KernelCatalog.resolve("a b=" + image) }
+    }
+
     @Test("the version banner is read from a bzImage's real-mode header")
     func banner() throws {
         var image = Data(count: 0x400)

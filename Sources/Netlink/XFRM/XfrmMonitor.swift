@@ -58,6 +58,7 @@ public struct XfrmExpire: Sendable, Hashable, CustomStringConvertible {
 public enum XfrmEvent: Sendable, CustomStringConvertible {
     case acquire(XfrmAcquire)
     case expire(XfrmExpire)
+    case migrate(XfrmMigrate)
     /// Anything else (state and policy notifications when those groups are joined).
     case other(Message)
 
@@ -65,17 +66,20 @@ public enum XfrmEvent: Sendable, CustomStringConvertible {
         switch Int32(message.type) {
         case Int32(XFRM_MSG_ACQUIRE): self = .acquire(try XfrmAcquire(message))
         case Int32(XFRM_MSG_EXPIRE): self = .expire(try XfrmExpire(message))
+        case Int32(XFRM_MSG_MIGRATE): self = .migrate(try XfrmMigrate(message))
         default: self = .other(message)
         }
     }
 
     public var acquire: XfrmAcquire? { if case .acquire(let a) = self { return a } else { return nil } }
     public var expire: XfrmExpire? { if case .expire(let e) = self { return e } else { return nil } }
+    public var migrate: XfrmMigrate? { if case .migrate(let m) = self { return m } else { return nil } }
 
     public var description: String {
         switch self {
         case .acquire(let a): return a.description
         case .expire(let e): return e.description
+        case .migrate(let m): return m.description
         case .other(let m): return "xfrm message type \(m.type) (\(m.payload.count) bytes)"
         }
     }
@@ -86,6 +90,8 @@ public enum XfrmEvent: Sendable, CustomStringConvertible {
 public final class XfrmMonitor: @unchecked Sendable {
     public static let acquireGroup = UInt32(XFRMNLGRP_ACQUIRE.rawValue)
     public static let expireGroup = UInt32(XFRMNLGRP_EXPIRE.rawValue)
+    /// `XFRMNLGRP_MIGRATE`: a policy's templates moved (`XFRM_MSG_MIGRATE`).
+    public static let migrateGroup = UInt32(XFRMNLGRP_MIGRATE.rawValue)
 
     public let socket: NetlinkSocket
 
@@ -94,6 +100,15 @@ public final class XfrmMonitor: @unchecked Sendable {
     /// [XfrmMonitor.acquireGroup, XfrmMonitor.expireGroup])`).
     public init(socket: NetlinkSocket) {
         self.socket = socket
+    }
+
+    /// A listener in the namespace this thread is in — the harness's own, the host's, unless
+    /// called inside `Namespace.run`. Read-only by construction: it joins groups and receives;
+    /// any request sent on its socket in the host namespace is refused before it leaves, as for
+    /// every host socket. XFRM events are per namespace, so what a lab does reaches it only
+    /// when the kernel sends it to the wrong namespace.
+    public static func here(groups: [UInt32]) throws -> XfrmMonitor {
+        XfrmMonitor(socket: try NetlinkSocket(protocol: NetlinkSocket.xfrm, groups: groups))
     }
 
     /// Whatever arrives within `timeout` seconds (at most one read's worth).

@@ -11,26 +11,11 @@ import Netlink
 /// migrate, must come back ENOENT (migration is built in and reached the policy lookup).
 enum MigrateDirection {
     static func request(namespace: String, direction: UInt8) -> Request {
-        var id = xfrm_userpolicy_id()
-        id.sel.family = UInt16(AF_INET)
-        id.sel.prefixlen_s = 32
-        id.sel.prefixlen_d = 32
-        withUnsafeMutableBytes(of: &id.sel.saddr) { $0.copyBytes(from: [192, 0, 2, 1]) }
-        withUnsafeMutableBytes(of: &id.sel.daddr) { $0.copyBytes(from: [192, 0, 2, 2]) }
-        id.dir = direction
-        var m = xfrm_user_migrate()
-        withUnsafeMutableBytes(of: &m.old_saddr) { $0.copyBytes(from: [192, 0, 2, 1]) }
-        withUnsafeMutableBytes(of: &m.old_daddr) { $0.copyBytes(from: [192, 0, 2, 2]) }
-        withUnsafeMutableBytes(of: &m.new_saddr) { $0.copyBytes(from: [192, 0, 2, 11]) }
-        withUnsafeMutableBytes(of: &m.new_daddr) { $0.copyBytes(from: [192, 0, 2, 12]) }
-        m.proto = UInt8(IPPROTO_ESP)
-        m.mode = 1  // tunnel
-        m.reqid = 1
-        m.old_family = UInt16(AF_INET)
-        m.new_family = UInt16(AF_INET)
-        return Request(type: UInt16(XFRM_MSG_MIGRATE), flags: .modify, headerBytes: Bytes.of(id),
-                       attributes: [Attribute(UInt16(XFRMA_MIGRATE.rawValue), bytes: Bytes.of(m))],
-                       summary: "ip -n \(namespace) xfrm policy migrate src 192.0.2.1/32 dst 192.0.2.2/32 dir \(direction) tmpl src 192.0.2.1 dst 192.0.2.2 proto esp mode tunnel reqid 1 newsrc 192.0.2.11 newdst 192.0.2.12")
+        XfrmPolicyRequest.migrate(namespace: namespace, selector: XfrmSelector(source: "192.0.2.1/32", destination: "192.0.2.2/32")!,
+                                  rawDirection: direction, migrations: [
+                                      XfrmMigration(oldSource: [192, 0, 2, 1], oldDestination: [192, 0, 2, 2],
+                                                    newSource: [192, 0, 2, 11], newDestination: [192, 0, 2, 12], reqid: 1),
+                                  ])
     }
 
     static let reproduction = Reproduction("migrate-direction") { lab in

@@ -24,10 +24,12 @@ enum VtiMarkPreserved {
         }
         guard let esp, let decrypted else { throw Inconclusive("no ESP on west's eth1 or no decrypted datagram at east's INPUT: \(trace)") }
         let hex = { (v: UInt32) in "0x" + String(v, radix: 16) }
-        return Observation(bugPresent: esp.mark != 0x5 || decrypted.mark != 0, evidence: [
-            "\(trip)",
-            "west POSTROUTING ESP spi \(esp.packet.spi.map { hex($0) } ?? "?") out eth1 mark \(hex(esp.mark)) (sender's 0x5, VTI key 0x10)",
-            "east INPUT decrypted UDP :7110 in \(decrypted.inInterface ?? "?") mark \(hex(decrypted.mark)) (east set none)",
-        ])
+        // Two parts, one per direction: either path may keep the key on the packet.
+        return Observation(parts: [
+            .init("transmit", bugPresent: esp.mark != 0x5, evidence: [
+                "west POSTROUTING ESP spi \(esp.packet.spi.map { hex($0) } ?? "?") out eth1 mark \(hex(esp.mark)) (sender's 0x5, VTI key 0x10)"]),
+            .init("receive", bugPresent: decrypted.mark != 0, evidence: [
+                "east INPUT decrypted UDP :7110 in \(decrypted.inInterface ?? "?") mark \(hex(decrypted.mark)) (east set none)"]),
+        ], evidence: ["\(trip)"])
     }
 }
