@@ -12,9 +12,10 @@ import Xfrm
 
 /// Scenario 5: two clients with the same address (10.0.1.10 in 10.0.1.0/24), each behind NAT,
 /// reached by the server as two hosts — the responder's answer is its namespace's name. ESP in
-/// UDP with SAs built on each NAT's mapping. Needs a kernel with ESP (a VM).
+/// UDP with SAs built on each NAT's mapping. Needs a kernel with ESP (a VM). A lab per test:
+/// they run side by side.
 @Suite("Scenario overlapping-subnets: the server reaches two 10.0.1.10 behind two NATs as two hosts",
-       .tags(.privileged, .vm), .needsNamespaces, .serialized, .requires(.esp), .requires(.udpEncapsulation))
+       .tags(.privileged, .vm), .needsNamespaces, .requires(.esp), .requires(.udpEncapsulation))
 struct OverlappingSubnetsTests {
     static func topology() throws -> Topology { try Topology.load(path: topologyFile("overlapping-clients")) }
 

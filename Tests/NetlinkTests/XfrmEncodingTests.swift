@@ -125,6 +125,80 @@ struct XfrmEncodingTests {
         #expect(ext.summary == "ip link add ipsec0 type xfrm external && ip link set ipsec0 up")
     }
 
+    /// A message as the kernel would send it: the request encoder's bytes, split back.
+    static func message(_ type: Int, _ header: [UInt8], _ attributes: [Attribute] = []) throws -> Message {
+        let bytes = Request(type: UInt16(type), flags: .request, headerBytes: header, attributes: attributes, summary: "").encoded()
+        return try #require(try Message.split(bytes).first)
+    }
+
+    static func address(_ bytes: [UInt8]) -> xfrm_address_t {
+        var a = xfrm_address_t()
+        withUnsafeMutableBytes(of: &a) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
+        return a
+    }
+
+    @Test("MIGRATE, POLEXPIRE, REPORT, MAPPING and NEWAE parse into their own types; short ones are malformed, not a crash")
+    func otherEvents() throws {
+        let migration = XfrmMigration(oldSource: [192, 1, 2, 45], oldDestination: [192, 1, 2, 23],
+                                      newSource: [192, 1, 3, 45], newDestination: [192, 1, 2, 23], reqid: 7)
+        let selector = XfrmSelector(source: "192.0.1.0/24", destination: "192.0.2.0/24")!
+        let request = XfrmPolicyRequest.migrate(namespace: nil, selector: selector, direction: .out, migrations: [migration, migration])
+        let migrate = try XfrmEvent(Self.message(XFRM_MSG_MIGRATE, request.header, request.attributes)).migrate
+        #expect(migrate?.migrations == [migration, migration] && migrate?.selector == selector && migrate?.direction == .out)
+
+        var expire = xfrm_user_polexpire()
+        expire.pol.dir = 1  // XFRM_POLICY_OUT
+        expire.pol.priority = 5
+        expire.pol.sel.family = UInt16(AF_INET)
+        expire.hard = 1
+        let policyExpire = try XfrmEvent(Self.message(XFRM_MSG_POLEXPIRE, Bytes.of(expire))).policyExpire
+        #expect(policyExpire?.hard == true && policyExpire?.policy.priority == 5 && policyExpire?.policy.direction == .out, "\(String(describing: policyExpire))")
+
+        var report = xfrm_user_report()
+        report.proto = UInt8(IPPROTO_ESP)
+        report.sel.family = UInt16(AF_INET6)
+        let coaddr: [UInt8] = [0x20, 0x01, 0x0d, 0xb8] + [UInt8](repeating: 0, count: 11) + [9]
+        let r = try XfrmEvent(Self.message(XFRM_MSG_REPORT, Bytes.of(report),
+                                           [Attribute(UInt16(XFRMA_COADDR.rawValue), bytes: Bytes.of(Self.address(coaddr)))])).report
+        #expect(r?.careOfAddress == coaddr && r?.selector.family == UInt16(AF_INET6), "\(String(describing: r))")
+
+        var mapping = xfrm_user_mapping()
+        mapping.id.daddr = Self.address([192, 1, 2, 23])
+        mapping.id.spi = UInt32(0x1234).bigEndian
+        mapping.id.family = UInt16(AF_INET)
+        mapping.id.proto = UInt8(IPPROTO_ESP)
+        mapping.reqid = 3
+        mapping.old_saddr = Self.address([198, 51, 100, 1])
+        mapping.new_saddr = Self.address([198, 51, 100, 2])
+        mapping.old_sport = UInt16(4500).bigEndian
+        mapping.new_sport = UInt16(1025).bigEndian
+        let m = try XfrmEvent(Self.message(XFRM_MSG_MAPPING, Bytes.of(mapping))).mapping
+        #expect(m?.description == "mapping esp spi 0x1234 dst 192.1.2.23 reqid 3: 198.51.100.1:4500 → 198.51.100.2:1025", "\(String(describing: m))")
+
+        var ae = xfrm_aevent_id()
+        ae.sa_id.daddr = Self.address([192, 1, 2, 23])
+        ae.sa_id.spi = UInt32(0x1234).bigEndian
+        ae.sa_id.family = UInt16(AF_INET)
+        ae.sa_id.proto = UInt8(IPPROTO_ESP)
+        ae.saddr = Self.address([192, 1, 2, 45])
+        var replay = xfrm_replay_state()
+        replay.oseq = 10
+        replay.seq = 8
+        var current = xfrm_lifetime_cur()
+        current.packets = 18
+        current.bytes = 1800
+        let a = try XfrmEvent(Self.message(XFRM_MSG_NEWAE, Bytes.of(ae), [
+            Attribute(UInt16(XFRMA_REPLAY_VAL.rawValue), bytes: Bytes.of(replay)),
+            Attribute(UInt16(XFRMA_LTIME_VAL.rawValue), bytes: Bytes.of(current)),
+        ])).asyncEvent
+        #expect(a?.outboundSequence == 10 && a?.inboundSequence == 8 && a?.counters?.packets == 18 && a?.spi == 0x1234
+                    && a?.source == [192, 1, 2, 45], "\(String(describing: a))")
+
+        for type in [XFRM_MSG_MIGRATE, XFRM_MSG_POLEXPIRE, XFRM_MSG_REPORT, XFRM_MSG_MAPPING, XFRM_MSG_NEWAE] {
+            #expect(throws: MalformedMessage.self, "type \(type)") { try XfrmEvent(Message(type: UInt16(type), payload: Array(repeating: 0, count: 3))) }
+        }
+    }
+
     @Test("an ACQUIRE too short for its struct is a malformed message, not a crash")
     func shortAcquire() {
         let m = Message(type: UInt16(XFRM_MSG_ACQUIRE), payload: Array(repeating: 0, count: 100))

@@ -59,6 +59,10 @@ public enum XfrmEvent: Sendable, CustomStringConvertible {
     case acquire(XfrmAcquire)
     case expire(XfrmExpire)
     case migrate(XfrmMigrate)
+    case policyExpire(XfrmPolicyExpire)
+    case report(XfrmReport)
+    case mapping(XfrmMapping)
+    case asyncEvent(XfrmAsyncEvent)
     /// Anything else (state and policy notifications when those groups are joined).
     case other(Message)
 
@@ -67,6 +71,10 @@ public enum XfrmEvent: Sendable, CustomStringConvertible {
         case Int32(XFRM_MSG_ACQUIRE): self = .acquire(try XfrmAcquire(message))
         case Int32(XFRM_MSG_EXPIRE): self = .expire(try XfrmExpire(message))
         case Int32(XFRM_MSG_MIGRATE): self = .migrate(try XfrmMigrate(message))
+        case Int32(XFRM_MSG_POLEXPIRE): self = .policyExpire(try XfrmPolicyExpire(message))
+        case Int32(XFRM_MSG_REPORT): self = .report(try XfrmReport(message))
+        case Int32(XFRM_MSG_MAPPING): self = .mapping(try XfrmMapping(message))
+        case Int32(XFRM_MSG_NEWAE): self = .asyncEvent(try XfrmAsyncEvent(message))
         default: self = .other(message)
         }
     }
@@ -74,24 +82,39 @@ public enum XfrmEvent: Sendable, CustomStringConvertible {
     public var acquire: XfrmAcquire? { if case .acquire(let a) = self { return a } else { return nil } }
     public var expire: XfrmExpire? { if case .expire(let e) = self { return e } else { return nil } }
     public var migrate: XfrmMigrate? { if case .migrate(let m) = self { return m } else { return nil } }
+    public var policyExpire: XfrmPolicyExpire? { if case .policyExpire(let e) = self { return e } else { return nil } }
+    public var report: XfrmReport? { if case .report(let r) = self { return r } else { return nil } }
+    public var mapping: XfrmMapping? { if case .mapping(let m) = self { return m } else { return nil } }
+    public var asyncEvent: XfrmAsyncEvent? { if case .asyncEvent(let a) = self { return a } else { return nil } }
 
     public var description: String {
         switch self {
         case .acquire(let a): return a.description
         case .expire(let e): return e.description
         case .migrate(let m): return m.description
+        case .policyExpire(let e): return e.description
+        case .report(let r): return r.description
+        case .mapping(let m): return m.description
+        case .asyncEvent(let a): return a.description
         case .other(let m): return "xfrm message type \(m.type) (\(m.payload.count) bytes)"
         }
     }
 }
 
-/// Listens to XFRM multicast groups (`XFRMNLGRP_ACQUIRE`, `XFRMNLGRP_EXPIRE`) on a socket
-/// opened in the namespace to watch. Equivalent to `ip xfrm monitor acquire expire`.
+/// Listens to XFRM multicast groups (`XFRMNLGRP_ACQUIRE`, `XFRMNLGRP_EXPIRE`, migrate, report,
+/// mapping, aevents) on a socket opened in the namespace to watch. Equivalent to
+/// `ip xfrm monitor acquire expire migrate report mapping aevent`.
 public final class XfrmMonitor: @unchecked Sendable {
     public static let acquireGroup = UInt32(XFRMNLGRP_ACQUIRE.rawValue)
     public static let expireGroup = UInt32(XFRMNLGRP_EXPIRE.rawValue)
     /// `XFRMNLGRP_MIGRATE`: a policy's templates moved (`XFRM_MSG_MIGRATE`).
     public static let migrateGroup = UInt32(XFRMNLGRP_MIGRATE.rawValue)
+    /// `XFRMNLGRP_REPORT` (`XFRM_MSG_REPORT`).
+    public static let reportGroup = UInt32(XFRMNLGRP_REPORT.rawValue)
+    /// `XFRMNLGRP_MAPPING`: NAT mapping changes of ESP-in-UDP SAs (`XFRM_MSG_MAPPING`).
+    public static let mappingGroup = UInt32(XFRMNLGRP_MAPPING.rawValue)
+    /// `XFRMNLGRP_AEVENTS`: replay and timer thresholds crossed (`XFRM_MSG_NEWAE`).
+    public static let asyncEventsGroup = UInt32(XFRMNLGRP_AEVENTS.rawValue)
 
     public let socket: NetlinkSocket
 
