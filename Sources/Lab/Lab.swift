@@ -115,7 +115,10 @@ public final class Lab: @unchecked Sendable {
         }
         let created: [Namespace]
         do {
-            created = try Namespace.create(names: plan.namespaces.map { run.namespaceName(for: $0) }, sysctls: early)
+            let owners = plan.namespaces.map { name in
+                topology.host(named: name)?.userNamespace.map { UserNamespaceOwner(uid: $0, gid: $0) }
+            }
+            created = try Namespace.create(names: plan.namespaces.map { run.namespaceName(for: $0) }, sysctls: early, owners: owners)
         } catch {
             run.finish()
             throw error

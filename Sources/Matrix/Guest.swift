@@ -126,6 +126,10 @@ public enum KernelConfig {
 public struct GuestDriver {
     /// Tests the guest skips unless asked (`XFRMLAB_CRASH_DRILL=1`): the one that panics the kernel.
     public static let skippedByDefault = "CrashDrill"
+    /// The test that runs a report folder from outside the repository (`xfrmlab reproduce PATH
+    /// --kernel K`): skipped unless the environment names the folder.
+    public static let reportFolderTest = "ReportFolderTests"
+    public static let reportFolderKey = "XFRMLAB_REPORT_FOLDER"
 
     public var output: String
     public var testBinary: String
@@ -188,6 +192,7 @@ public struct GuestDriver {
         var main: [String] = serial ? ["--no-parallel"] : []
         // The crash drill (a test that panics the kernel) runs only when asked for.
         if ProcessInfo.processInfo.environment["XFRMLAB_CRASH_DRILL"] != "1" { main += ["--skip", GuestDriver.skippedByDefault] }
+        if ProcessInfo.processInfo.environment[GuestDriver.reportFolderKey] == nil { main += ["--skip", GuestDriver.reportFolderTest] }
         for f in filters { main += ["--filter", f] }
         for s in skips { main += ["--skip", s] }
         for a in alone { main += ["--skip", a] }

@@ -136,9 +136,11 @@ public struct MatrixReport: Codable, Sendable {
         // one that stays silent fails its test (its history expects REPRODUCES there), and one
         // that never ran fails the matrix here.
         var scored: [MutantResult] = []
+        // (A run limited by --filter, `xfrmlab reproduce ID --kernel 6.1-mutant`, scores only what it ran.)
         for k in kernels where !(k.kernel.mutations ?? []).isEmpty {
             for id in k.kernel.mutations! {
                 let cell = k.cells.values.first { $0.report?.id == id }
+                if cell == nil && k.filters != nil { continue }
                 let verdict = cell?.report?.verdict ?? cell.map { $0.verdict.rawValue } ?? "not run"
                 scored.append(MutantResult(kernel: k.kernel.label, report: id, verdict: verdict, fired: verdict == "REPRODUCES",
                                            evidence: cell?.report?.evidence ?? cell?.detail ?? "its test did not run on this kernel"))

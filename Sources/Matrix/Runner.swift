@@ -213,6 +213,7 @@ public final class MatrixRunner {
         // A rerun asks exactly its tests (filters are alternatives: adding the run's own would widen it).
         for f in rerun.flatMap({ $0.isEmpty ? nil : $0 }) ?? (options.filters + (only ?? [])) { driver += ["--filter", f] }
         result.only = only
+        result.filters = options.filters.isEmpty ? nil : options.filters
         for e in rerun == nil ? options.except[kernel.label] ?? [] : [] { driver += ["--skip", e] }
         result.except = options.except[kernel.label]
         for a in options.alone { driver += ["--alone", a] }
@@ -239,6 +240,7 @@ public final class MatrixRunner {
                     export TMPDIR=/tmp
                     \(ProcessInfo.processInfo.environment["XFRMLAB_CRASH_DRILL"] == "1" ? "export XFRMLAB_CRASH_DRILL=1  # make crash-drill" : "")
                     \(kernel.mutations.map { "export XFRMLAB_KERNEL_MUTATIONS='\($0.joined(separator: ","))'  # built without these reports' fixes (build.json)" } ?? "")
+                    \(ProcessInfo.processInfo.environment[GuestDriver.reportFolderKey].map { "export \(GuestDriver.reportFolderKey)=\(shellQuote($0))  # xfrmlab reproduce PATH" } ?? "")
                     # vng's init leaves 1024 open files (hard 4096); a root shell on a workstation has
                     # far more, and the large-topology tests need more than 1024.
                     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

@@ -195,6 +195,9 @@ public struct KernelResult: Codable, Sendable {
     public var cells: [String: Cell]
     /// The test filters this kernel's run was limited to (`--only`); nil: the whole suite.
     public var only: [String]? = nil
+    /// The run's own `--filter`s, when it had any: a mutant's detector left out by them did not
+    /// fail to run.
+    public var filters: [String]? = nil
     /// The tests left out of this kernel's run (`--except`); nil: none.
     public var except: [String]? = nil
     public var warnings: [AttributedWarning]
@@ -320,7 +323,9 @@ public struct Judge {
                 cell.verdict = .missing
                 cell.detail = "never started: the run ended before it"
             }
-            if let id = VerdictRecord.reportID(ofTest: test) {
+            // A report folder's test (`xfrmlab reproduce PATH --kernel`) runs one report, whatever its ID.
+            let folderReport = test.id.contains(GuestDriver.reportFolderTest + "/") && reports.count == 1 ? reports.keys.first : nil
+            if let id = VerdictRecord.reportID(ofTest: test) ?? folderReport {
                 if let r = reports[id] {
                     cell.report = ReportCell(id: id, verdict: r.verdict, expected: r.expected, evidence: r.evidence)
                 } else if record.outcome == .skipped {

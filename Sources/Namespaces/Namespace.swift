@@ -43,7 +43,11 @@ public final class Namespace: @unchecked Sendable, CustomStringConvertible {
 
     /// Like `create(names:sysctls:)`, with sysctls of each namespace's own (`sysctls[i]` for `names[i]`).
     /// The work is spread over one namespace thread per core.
-    public static func create(names: [String], sysctls: [[(key: String, value: String)]]) throws -> [Namespace] {
+    ///
+    /// `owners[i]`, when given, makes `names[i]` a network namespace owned by a new user namespace
+    /// of that unprivileged uid and gid (root inside maps to it): see `Namespace.owner`.
+    public static func create(names: [String], sysctls: [[(key: String, value: String)]],
+                              owners: [UserNamespaceOwner?] = []) throws -> [Namespace] {
         for list in sysctls {
             for (key, _) in list where !isNamespaced(sysctl: key) {
                 throw SystemCallError("sysctl", errno: EPERM, context: "\(key) is not a per-namespace (net.) sysctl")
@@ -60,7 +64,7 @@ public final class Namespace: @unchecked Sendable, CustomStringConvertible {
             return worker.async {
                 defer { try? worker.goHome() }
                 for i in stride(from: share, to: names.count, by: shares) {
-                    made[i] = try createHere(name: names[i])
+                    made[i] = try createHere(name: names[i], owner: i < owners.count ? owners[i] : nil)
                     try writeSysctlsHere(sysctls[i])
                 }
             }
@@ -98,25 +102,36 @@ public final class Namespace: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// On the worker thread: unshare, pin with a bind mount, open a socket inside.
-    private static func createHere(name: String) throws -> Namespace {
+    private static func createHere(name: String, owner: UserNamespaceOwner? = nil) throws -> Namespace {
         guard isValid(name: name) else { throw SystemCallError("create", errno: EINVAL, context: "namespace name \"\(name)\"") }
         let path = directory + "/" + name
         let marker = Glibc.open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0)
         guard marker >= 0 else { throw SystemCallError("open(O_EXCL)", context: path) }
         close(marker)
-        guard xl_unshare_netns() == 0 else {
-            let e = SystemCallError("unshare(CLONE_NEWNET)", context: name)
-            unlink(path)
-            throw e
-        }
-        guard xl_bind_mount("/proc/thread-self/ns/net", path) == 0 else {
-            let e = SystemCallError("mount(MS_BIND)", context: path)
-            unlink(path)
-            throw e
+        if let owner {
+            // Made by a forked child as the unprivileged user; this thread enters it below.
+            var step: UnsafePointer<CChar>?
+            guard xl_make_owned_netns(path, owner.uid, owner.gid, &step) == 0 else {
+                let e = SystemCallError(step.map { String(cString: $0) } ?? "user namespace", context: "\(name) (owner uid \(owner.uid))")
+                unlink(path)
+                throw e
+            }
+        } else {
+            guard xl_unshare_netns() == 0 else {
+                let e = SystemCallError("unshare(CLONE_NEWNET)", context: name)
+                unlink(path)
+                throw e
+            }
+            guard xl_bind_mount("/proc/thread-self/ns/net", path) == 0 else {
+                let e = SystemCallError("mount(MS_BIND)", context: path)
+                unlink(path)
+                throw e
+            }
         }
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         do {
             guard fd >= 0 else { throw SystemCallError("open", context: path) }
+            if owner != nil, xl_setns_net(fd) != 0 { throw SystemCallError("setns", context: name) }
             let socket = try NetlinkSocket(protocol: NetlinkSocket.route)
             return Namespace(name: name, fd: fd, route: socket)
         } catch {

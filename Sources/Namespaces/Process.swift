@@ -63,8 +63,10 @@ extension Namespace {
 
 /// Process start-up through the `xl_spawn` shim (fork, setns, execve).
 public enum Process {
+    /// With `userNamespaceFD` the child enters that user namespace as its root after the
+    /// network namespace: it acts with that root's credentials.
     public static func spawn(_ command: [String], namespaceFD: Int32, stdin: Int32, stdout: Int32, stderr: Int32,
-                             environment: [String: String]? = nil) throws -> pid_t {
+                             environment: [String: String]? = nil, userNamespaceFD: Int32 = -1) throws -> pid_t {
         guard let first = command.first, let path = Executable.find(first) else {
             throw SystemCallError("execve", errno: ENOENT, context: "\(command.first ?? "(empty command)") not found on PATH")
         }
@@ -75,14 +77,16 @@ public enum Process {
             argv.forEach { free($0) }
             envp.forEach { free($0) }
         }
-        let pid = xl_spawn(path, argv, envp, namespaceFD, stdin, stdout, stderr)
+        let pid = userNamespaceFD >= 0
+            ? xl_spawn_as(path, argv, envp, userNamespaceFD, namespaceFD, stdin, stdout, stderr)
+            : xl_spawn(path, argv, envp, namespaceFD, stdin, stdout, stderr)
         guard pid > 0 else { throw SystemCallError("fork", context: command.joined(separator: " ")) }
         return pid
     }
 
     /// Runs a command to completion, capturing its output.
     public static func execute(_ command: [String], namespaceFD: Int32 = -1, input: String? = nil,
-                               timeout: Double = 60) throws -> ProcessResult {
+                               timeout: Double = 60, userNamespaceFD: Int32 = -1) throws -> ProcessResult {
         var inPipe: [Int32] = [-1, -1], outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
         // Close-on-exec matters little: the child closes everything above 2 before exec.
         guard pipe(&inPipe) == 0, pipe(&outPipe) == 0, pipe(&errPipe) == 0 else {
@@ -91,7 +95,8 @@ public enum Process {
         for fd in inPipe + outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         let pid: pid_t
         do {
-            pid = try spawn(command, namespaceFD: namespaceFD, stdin: inPipe[0], stdout: outPipe[1], stderr: errPipe[1])
+            pid = try spawn(command, namespaceFD: namespaceFD, stdin: inPipe[0], stdout: outPipe[1], stderr: errPipe[1],
+                            userNamespaceFD: userNamespaceFD)
         } catch {
             (inPipe + outPipe + errPipe).forEach { close($0) }
             throw error

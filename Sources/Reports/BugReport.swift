@@ -1,5 +1,6 @@
 import Foundation
 import Matrix
+import Topology
 import Yams
 
 /// One public bug report (Fixtures/reports/<id>/report.yaml): where it comes from, what the
@@ -72,6 +73,9 @@ public struct BugReport: Sendable {
     public var overrides: [Override]
     /// The folder it was loaded from.
     public var directory: String
+    /// Steps written in report.yaml (`steps:` and an `observable` with `bug` or `parts`); nil
+    /// for a report whose steps are Swift (Sources/Reports/Catalog).
+    public var script: ScriptSteps?
 
     /// The topology file's path.
     public func topologyPath(repositoryRoot: String) -> String {
@@ -103,19 +107,20 @@ extension BugReport {
     }
 
     static let keys: Set<String> = ["id", "title", "kind", "symptom", "sources", "fix", "introduced", "needs", "destructive",
-                                    "topology", "observable", "expect", "kernels"]
+                                    "topology", "observable", "expect", "kernels", "steps"]
 
     /// Loads `directory/report.yaml`; every mistake names file, line, column and field.
-    public static func load(directory: String) throws -> BugReport {
+    /// A folder outside the repository finds a shared topology in `repositoryRoot`'s Topologies/.
+    public static func load(directory: String, repositoryRoot: String? = nil) throws -> BugReport {
         let path = directory + "/report.yaml"
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw ReportError(file: path, line: 0, column: 0, field: "", message: "cannot read: \(error.localizedDescription)")
         }
-        return try parse(text, path: path, directory: directory)
+        return try parse(text, path: path, directory: directory, repositoryRoot: repositoryRoot)
     }
 
-    public static func parse(_ text: String, path: String, directory: String) throws -> BugReport {
+    public static func parse(_ text: String, path: String, directory: String, repositoryRoot: String? = nil) throws -> BugReport {
         let root: Node
         do {
             guard let node = try Yams.compose(yaml: text) else {
@@ -218,14 +223,31 @@ extension BugReport {
             }
         }
         let topology = try r.string(required("topology"), "topology")
-        let report = BugReport(
+        var report = BugReport(
             id: id, title: try r.string(required("title"), "title"), kind: kind, symptom: try r.string(required("symptom"), "symptom"),
             sources: sources, fixes: fixes, introduced: introduced, needs: needs, destructive: destructive,
-            topology: topology, observable: try r.string(required("observable"), "observable"), expect: expect,
+            topology: topology, observable: "", expect: expect,
             overrides: overrides, directory: directory)
-        let repo = URL(fileURLWithPath: directory).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-        if !FileManager.default.fileExists(atPath: report.topologyPath(repositoryRoot: repo)) {
+        let repo = repositoryRoot
+            ?? URL(fileURLWithPath: directory).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        let topologyFile = report.topologyPath(repositoryRoot: repo)
+        if !FileManager.default.fileExists(atPath: topologyFile) {
             throw r.error(try required("topology"), "topology", "\"\(topology)\" is neither a file in \(directory) nor in Topologies/")
+        }
+        let observable = try required("observable")
+        if let steps = top["steps"]?.value {
+            let hosts: Set<String>
+            do { hosts = Set(try Topology.load(path: topologyFile).hosts.map(\.name)) } catch {
+                throw r.error(try required("topology"), "topology", "\(topologyFile) does not load: \(error)")
+            }
+            let (script, text) = try ScriptSteps.parse(steps: steps, observable: observable, hosts: hosts, reader: r)
+            report.script = script
+            report.observable = text
+        } else {
+            guard observable.scalar != nil else {
+                throw r.error(observable, "observable", "a mapping (text, bug, parts) goes with steps: written here; without them, the sentence alone")
+            }
+            report.observable = try r.string(observable, "observable")
         }
         return report
     }
@@ -239,7 +261,7 @@ extension BugReport {
 }
 
 /// Node access with positions for the errors.
-private struct Reader {
+struct Reader {
     var path: String
 
     func error(_ node: Node, _ field: String, _ message: String) -> ReportError {

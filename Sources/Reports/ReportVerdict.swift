@@ -79,7 +79,7 @@ extension BugReport {
         // A mutant kernel: built on purpose without this report's fix, so its detector must fire.
         if kernel.mutations.contains(id) {
             let undone = fixes.isEmpty ? "its fix" : fixes.map(\.label).joined(separator: ", ")
-            return (.reproduces, "\(kernel.release) was built with \(undone) undone (Fixtures/reports/\(id)/mutant-*.patch): its detector must fire")
+            return (.reproduces, "\(kernel.release) was built with \(undone) undone (a mutant kernel, its mutant-*.patch): its detector must fire")
         }
         if let o = overrides.first(where: { $0.kernel.matches(kernel.facts) }) {
             return (o.expect, "\(o.kernel): \(o.why)")

@@ -79,13 +79,7 @@ public struct Reproduction: Sendable {
 public enum ReproductionCatalog {
     public static let all: [Reproduction] = [
         XfrmiNetnsTeardown.reproduction,
-        XfrmiPhydevOptional.reproduction,
-        XfrmiChangelinkEEXIST.reproduction,
         XfrmiCrossNetnsDelete.reproduction,
-        XfrmiIfIDZero.reproduction,
-        XfrmiExternalMode.reproduction,
-        VtiDuplicateEndpoints.reproduction,
-        PolicyMarkMaskIdentity.reproduction,
         PolicyIfIDZero.reproduction,
         SAPrefixLengthUnspec.reproduction,
         MigrateDirection.reproduction,
@@ -94,8 +88,8 @@ public enum ReproductionCatalog {
         XfrmiHostToHostLoop.reproduction,
         LibIPsecHostToHost.reproduction,
         ConnmarkInboundSA.reproduction,
-        PolicyOptionalTunnelTemplate.reproduction,
         SADirection.reproduction,
+        NetlinkOpenerCredentials.reproduction,
     ]
 
     public static func reproduction(_ id: String) -> Reproduction? { all.first { $0.id == id } }
@@ -157,6 +151,7 @@ public enum ReportRunner {
     /// kernel that must not break; otherwise builds its topology, does its steps, tears down.
     public static func run(_ report: BugReport, repositoryRoot: String, kernel: KernelSituation = .current) async throws -> Outcome {
         let started = Date()
+        let kernel = undone(report, on: kernel, repositoryRoot: repositoryRoot)
         let expected = report.expectedVerdict(on: kernel)
         func outcome(_ v: ReportVerdict) -> Outcome {
             Outcome(report: report, kernel: kernel, verdict: v, expected: expected.kind, expectedWhy: expected.why,
@@ -168,9 +163,14 @@ public enum ReportRunner {
         if report.destructive && !kernel.disposable {
             return outcome(ReportVerdict(kind: .notApplicable, reason: "destructive: runs only in a VM (\(kernel.disposableReason))"))
         }
-        guard let reproduction = ReproductionCatalog.reproduction(report.id) else {
-            throw ReportError(file: report.directory + "/report.yaml", line: 0, column: 0, field: "id",
-                              message: "no reproduction registered for \"\(report.id)\" (Sources/Reports/Catalog)")
+        let steps: @Sendable (Lab) async throws -> Observation
+        if let script = report.script {
+            steps = { lab in try ScriptRunner.run(script, in: lab) }
+        } else if let reproduction = ReproductionCatalog.reproduction(report.id) {
+            steps = reproduction.steps
+        } else {
+            throw ReportError(file: report.directory + "/report.yaml", line: 0, column: 0, field: "steps",
+                              message: "no steps: neither steps: in the file nor a reproduction registered for \"\(report.id)\" (Sources/Reports/Catalog)")
         }
         let topology = try Topology.load(path: report.topologyPath(repositoryRoot: repositoryRoot))
         // A bug can leave the kernel unable to tear the lab down (a leaked reference, a namespace
@@ -180,10 +180,13 @@ public enum ReportRunner {
         var observation: Observation
         do {
             observation = try await topology.withLab { lab in
-                let o = try await reproduction.steps(lab)
+                let o = try await steps(lab)
                 seen = o
                 return o
             }
+        } catch let e as NotApplicable {
+            // The steps found the kernel unable to run the report, in its words.
+            return outcome(ReportVerdict(kind: .notApplicable, reason: e.description))
         } catch {
             guard var o = seen, o.bugPresent else { throw error }
             o.evidence.append("teardown afterwards: \(error)")
@@ -195,6 +198,19 @@ public enum ReportRunner {
         VerdictRecord(report: report.id, verdict: result.verdict.kind.title, expected: expected.kind.title,
                       evidence: result.verdict.reason + result.partsNotAsExpected.map { " | NOT AS EXPECTED \($0)" }.joined()).append()
         return result
+    }
+
+    /// A kernel built without some catalogue reports' fixes lacks those commits for any report
+    /// that names them (a folder outside the repository, imported from a script): it counts as
+    /// mutated for that report too.
+    public static func undone(_ report: BugReport, on kernel: KernelSituation, repositoryRoot: String) -> KernelSituation {
+        guard !kernel.mutations.isEmpty, !kernel.mutations.contains(report.id), !report.fixes.isEmpty else { return kernel }
+        let catalogue = (try? BugReport.loadAll(directory: repositoryRoot + "/Fixtures/reports")) ?? []
+        let missing = Set(catalogue.filter { kernel.mutations.contains($0.id) }.flatMap(\.fixes).map { $0.commit.prefix(12) })
+        guard report.fixes.contains(where: { missing.contains($0.commit.prefix(12)) }) else { return kernel }
+        var k = kernel
+        k.mutations.insert(report.id)
+        return k
     }
 
     /// The verdict from what the steps observed, part by part, held against the history.

@@ -277,7 +277,20 @@ final class TopologyReader {
     // reported, so the model built is thrown away and only needs to keep the checks going.
 
     func host(_ name: String, at location: SourceLocation, _ r: Reader) -> Host? {
-        guard let f = r.mapping(["forwarding", "sysctls", "routes", "rules", "masquerade", "nftables"]) else { return nil }
+        guard let f = r.mapping(["forwarding", "sysctls", "routes", "rules", "masquerade", "nftables", "user-namespace"]) else { return nil }
+        // `user-namespace: true` (owned by nobody) or a uid: the host's network namespace is
+        // owned by an unprivileged user's own user namespace.
+        var userNamespace: UInt32?
+        if let u = f["user-namespace"], let text = u.scalar() {
+            switch text {
+            case "true": userNamespace = 65534
+            case "false": userNamespace = nil
+            default:
+                if let uid = UInt32(text), uid > 0, uid < 4_294_967_295 { userNamespace = uid } else {
+                    u.problem("\"\(text)\" is neither true, false nor a uid other than 0 (the unprivileged user who owns the host)")
+                }
+            }
+        }
         var sysctls: [Sysctl] = []
         for entry in f["sysctls"]?.entries(noun: "sysctl") ?? [] {
             if let message = Check.sysctlKey(entry.key) {
@@ -296,6 +309,7 @@ final class TopologyReader {
                     rules: f["rules"]?.sequence()?.compactMap { rule($0, host: name) } ?? [],
                     masquerade: f["masquerade"]?.sequence()?.compactMap { masquerade($0, host: name) } ?? [],
                     nftables: f["nftables"]?.scalar(),
+                    userNamespace: userNamespace,
                     location: location)
     }
 

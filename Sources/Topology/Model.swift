@@ -52,11 +52,15 @@ public struct Host: Hashable, Sendable, Codable {
     public var masquerade: [Masquerade]
     /// An nftables ruleset loaded with `nft -f` inside the namespace (NAT, marks, logging).
     public var nftables: String?
+    /// The uid (and gid) of the unprivileged user whose own user namespace owns the host's
+    /// network namespace (`user-namespace: true` is nobody, 65534); nil: the harness owns it.
+    public var userNamespace: UInt32?
     public var location: SourceLocation?
 
     public init(name: String, forwarding: Bool = false, sysctls: [Sysctl] = [], routes: [Route] = [],
                 rules: [Rule] = [], masquerade: [Masquerade] = [], nftables: String? = nil,
-                location: SourceLocation? = nil) {
+                userNamespace: UInt32? = nil, location: SourceLocation? = nil) {
+        self.userNamespace = userNamespace
         self.name = name
         self.forwarding = forwarding
         self.sysctls = sysctls

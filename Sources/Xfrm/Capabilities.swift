@@ -21,6 +21,8 @@ public struct Capability: Sendable, Hashable, Codable, CustomStringConvertible {
         case xfrmInterface = "xfrmi"
         case xfrmInterfaceExternal = "xfrmi-external"
         case migrate = "xfrm-migrate"
+        case ipcomp
+        case userNamespaces = "user-namespaces"
         case nftables
         case nflog
         case conntrackMark = "ct-mark"
@@ -43,6 +45,8 @@ public struct Capability: Sendable, Hashable, Codable, CustomStringConvertible {
             case .xfrmInterface: return "xfrm interfaces"
             case .xfrmInterfaceExternal: return "xfrm interfaces in external mode"
             case .migrate: return "XFRM_MSG_MIGRATE (CONFIG_XFRM_MIGRATE)"
+            case .ipcomp: return "IPcomp with deflate (CONFIG_INET_IPCOMP)"
+            case .userNamespaces: return "user namespaces an unprivileged user may make (CONFIG_USER_NS)"
             case .nftables: return "nftables"
             case .nflog: return "NFLOG from nftables"
             case .conntrackMark: return "conntrack marks"
@@ -184,11 +188,26 @@ public struct Capabilities: Sendable, Codable {
                 record(.xfrmStatistics, false, "read /proc/net/xfrm_stat → \(error)")
             }
 
+            // User namespaces: made as an unprivileged user would (nobody), owning a new network
+            // namespace; off without CONFIG_USER_NS or with user.max_user_namespaces 0.
+            let userProbe = "setpriv --reuid=65534 --regid=65534 --clear-groups unshare --user --map-root-user --net true"
+            if Executable.find("setpriv") == nil || Executable.find("unshare") == nil {
+                record(.userNamespaces, false, "\(userProbe) → setpriv or unshare not found on PATH (util-linux)")
+            } else {
+                do {
+                    let r = try ns.execute(userProbe.split(separator: " ").map(String.init), timeout: 20)
+                    let said = (r.standardError + r.standardOutput).trimmingCharacters(in: .whitespacesAndNewlines)
+                    record(.userNamespaces, r.succeeded, "\(userProbe) → " + (r.succeeded ? "made" : "exit \(r.status) (\(said))"))
+                } catch {
+                    record(.userNamespaces, false, "\(userProbe) → \(error)")
+                }
+            }
+
             let xfrm: NetlinkSocket
             do {
                 xfrm = try ns.netlinkSocket(protocol: NetlinkSocket.xfrm)
             } catch {
-                for name in [Capability.Name.xfrmPolicy, .policyMark, .policyInterfaceID, .migrate, .esp, .espCBCHMAC, .udpEncapsulation, .outputMarkMask] {
+                for name in [Capability.Name.xfrmPolicy, .policyMark, .policyInterfaceID, .migrate, .ipcomp, .esp, .espCBCHMAC, .udpEncapsulation, .outputMarkMask] {
                     record(name, false, "socket(AF_NETLINK, NETLINK_XFRM) → \(error)")
                 }
                 return out
@@ -235,6 +254,17 @@ public struct Capabilities: Sendable, Codable {
                 record(.migrate, true, refusal(migrateProbe, e) + ": built in, it looked the policy up")
             } catch {
                 record(.migrate, false, refusal(migrateProbe, error))
+            }
+
+            // IPcomp: an SA with proto comp and deflate (its SPI is the 16-bit CPI).
+            let comp = XfrmState(source: [192, 0, 2, 1], destination: [198, 51, 100, 1], proto: .comp, spi: 0x4242, reqid: 1,
+                                 algorithms: [.compression(name: "deflate")])
+            let compProbe = "XFRM_MSG_NEWSA proto comp spi 0x4242 comp deflate"
+            do {
+                try xfrm.request(XfrmStateRequest.add(namespace: nil, comp))
+                record(.ipcomp, true, "\(compProbe) → accepted")
+            } catch {
+                record(.ipcomp, false, refusal(compProbe, error))
             }
 
             // States: ESP with each algorithm, then UDP encapsulation and the output mark with

@@ -6,7 +6,7 @@ import Reports
 struct Reproduce: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reproduce",
-        abstract: "Reproduce a public bug report (Fixtures/reports/ID) on this kernel, or in a VM with --kernel.",
+        abstract: "Reproduce a public bug report (Fixtures/reports/ID, or a folder anywhere) on this kernel, or in a VM with --kernel.",
         discussion: """
             Prints the report's symptom and sources, the evidence, the verdict (REPRODUCES, FIXED, NOT APPLICABLE \
             with the probed reason) and the verdict its fix history expects on this kernel. Exits 0 when they agree, \
@@ -16,7 +16,7 @@ struct Reproduce: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Argument(help: "The report ID (see --list).")
+    @Argument(help: "The report ID (see --list), or the path of a report folder anywhere (./my-report).")
     var id: String?
 
     @Flag(help: "List the reports with their fixes.")
@@ -40,23 +40,44 @@ struct Reproduce: AsyncParsableCommand {
             }
             return
         }
-        guard let id, let report = reports.first(where: { $0.id == id }) else {
-            throw ValidationError("unknown report \(id ?? ""); known: \(reports.map(\.id).joined(separator: ", "))")
+        // A folder anywhere (a path), or a report of the catalogue (an ID).
+        let report: BugReport
+        let outside = id.map { $0.contains("/") || $0 == "." || $0 == ".." } ?? false
+        if let id, outside {
+            let path = URL(fileURLWithPath: id, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath + "/")).standardized.path
+            report = try BugReport.load(directory: path, repositoryRoot: root)
+        } else if let id, let found = reports.first(where: { $0.id == id }) {
+            report = found
+        } else {
+            throw ValidationError("unknown report \(id ?? ""); known: \(reports.map(\.id).joined(separator: ", ")) (or a report folder's path)")
         }
         if !kernels.isEmpty {
             // The report's own test, in the matrix machinery (VM per kernel, expectations, report).
             var arguments = kernels.flatMap { ["--kernel", $0] }
-            arguments += ["--filter", "BugReportTests/\(ReportScaffold.testName(report.id))\\("]
-            if global.verbose { arguments.append("--verbose") }
             // The report lands in a folder of its own, read back for the verdicts.
             let output = root + "/.build/matrix/reproduce-\(report.id)-\(getpid())-\(Int(Date().timeIntervalSince1970))"
+            let test: String
+            if outside {
+                // The guest sees the repository, not necessarily the folder (its /tmp is its own):
+                // a copy goes beside the results, and the guest's folder test runs it.
+                let copy = output + "/report/" + report.id
+                try FileManager.default.createDirectory(atPath: output + "/report", withIntermediateDirectories: true)
+                try FileManager.default.copyItem(atPath: report.directory, toPath: copy)
+                setenv(GuestDriver.reportFolderKey, copy, 1)
+                test = GuestDriver.reportFolderTest + "/"
+                arguments += ["--filter", GuestDriver.reportFolderTest]
+            } else {
+                test = "BugReportTests/\(ReportScaffold.testName(report.id))("
+                arguments += ["--filter", "BugReportTests/\(ReportScaffold.testName(report.id))\\("]
+            }
+            if global.verbose { arguments.append("--verbose") }
             arguments += ["--output", output]
             // The matrix command sets the logging up itself (once per process).
             let matrix = try MatrixCommand.parse(arguments)
             var failure: Error?
             do { try matrix.run() } catch { failure = error }
             if let results = try? MatrixReport.load(directory: output) {
-                print(Self.verdicts(of: report, in: results))
+                print(Self.verdicts(of: report, test: test, in: results))
             }
             if let failure { throw failure }
             return
@@ -83,8 +104,7 @@ struct Reproduce: AsyncParsableCommand {
 
 extension Reproduce {
     /// Each kernel's verdict on the report, its evidence and what the history expected there.
-    static func verdicts(of report: BugReport, in results: MatrixReport) -> String {
-        let test = "BugReportTests/\(ReportScaffold.testName(report.id))("
+    static func verdicts(of report: BugReport, test: String, in results: MatrixReport) -> String {
         var lines = ["", "\(report.id), per kernel:"]
         for k in results.kernels {
             let name = "  \(k.kernel.label) (\(k.version ?? k.release ?? "?"))"
@@ -117,7 +137,28 @@ struct ReportCommand: ParsableCommand {
         @Argument(help: "The report ID: lower-case words and digits joined by dashes (xfrmi-changelink-eexist).")
         var id: String
 
+        @Option(name: .customLong("from-script"), help: "A reporter's shell script: its namespaces become hosts, its `ip -n X …` / `ip netns exec X …` lines steps on X (see Docs/Bug-reports.md).")
+        var script: String?
+
+        @Option(help: "Where the report's folder goes with --from-script (default: Fixtures/reports).")
+        var directory: String?
+
         func run() throws {
+            if let script {
+                let parent = directory ?? packageRoot() + "/Fixtures/reports"
+                let made = try ScriptImport.create(id: id, script: script, into: parent)
+                for f in made.files { print("created \(f)") }
+                if !made.unmapped.isEmpty {
+                    print("not mapped (left out of the steps):")
+                    for u in made.unmapped { print("  \(u)") }
+                }
+                if !made.missing.isEmpty {
+                    print("still to write in report.yaml (placeholders now): \(made.missing.joined(separator: ", "))")
+                }
+                print("next: xfrmlab reproduce \(made.folder)   (add --kernel 6.1 for a VM)")
+                return
+            }
+            if directory != nil { throw ValidationError("--directory goes with --from-script") }
             let created = try ReportScaffold.create(id: id, repositoryRoot: packageRoot())
             for f in created.files { print("created \(f)") }
             print("next:")

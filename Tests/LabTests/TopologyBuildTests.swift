@@ -151,3 +151,43 @@ struct TopologyBuildTests {
         #expect(!FileManager.default.fileExists(atPath: Run.stateDirectory + "/\(lab.run.id).json"))
     }
 }
+
+/// A host whose network namespace an unprivileged user's own user namespace owns.
+@Suite("User-namespace hosts", .tags(.privileged), .needsNamespaces, .requires(.userNamespaces))
+struct UserNamespaceHostTests {
+    static let yaml = """
+        name: userns
+        hosts:
+          user:
+            user-namespace: true
+          plain: {}
+        networks:
+          - name: n
+            subnets: [10.9.0.0/24]
+            members:
+              - { host: user, interface: eth0, addresses: [10.9.0.1] }
+              - { host: plain, interface: eth0, addresses: [10.9.0.2] }
+        """
+
+    @Test("its processes and sockets act as the owner's root: mapped to nobody, administering its own namespace, not another")
+    func actsAsOwner() async throws {
+        try await Topology.parse(yaml: Self.yaml, file: "userns.yaml").withLab { lab in
+            let user = try lab.namespace("user"), plain = try lab.namespace("plain")
+            #expect(user.ownedByUserNamespace && !plain.ownedByUserNamespace)
+            // The harness built it like any host: the address is there, and reachable.
+            #expect(try plain.execute(["ping", "-c", "1", "-W", "2", "10.9.0.1"]).succeeded)
+            // A process as the owner: root inside, nobody outside.
+            let id = try user.executeAsOwner(["cat", "/proc/self/uid_map", "/proc/self/status"])
+            #expect(id.succeeded && id.standardOutput.contains("0      65534          1"), "\(id)")
+            #expect(id.standardOutput.split(separator: "\n").contains { $0.hasPrefix("Uid:") && $0.contains("\t0\t0\t0\t0") }, "\(id)")
+            // The owner administers its own namespace with the same typed requests ...
+            let own = try user.ownerNetlinkSocket(protocol: NetlinkSocket.route)
+            defer { own.close() }
+            try own.request(LinkRequest.bridge(namespace: user.name, name: "br-own"))
+            #expect(try user.route.link(named: "br-own") != nil)
+            // ... and a plain host's namespace is not the owner's to open sockets in by default.
+            let refused = #expect(throws: SystemCallError.self) { try plain.ownerNetlinkSocket(protocol: NetlinkSocket.route) }
+            #expect(refused?.description.contains("machine's user namespace") == true, "\(String(describing: refused))")
+        }
+    }
+}

@@ -356,3 +356,16 @@ struct ValueTests {
         #expect(t.host(named: "a")?.routes.first?.description == "blackhole 10.0.0.0/8")
     }
 }
+
+@Suite("Hosts owned by a user namespace")
+struct UserNamespaceHostLoaderTests {
+    @Test("user-namespace: true is nobody, a number is that uid; anything else is refused with its line and field")
+    func userNamespaceKey() throws {
+        let t = try Topology.parse(yaml: "name: u\nhosts:\n  a:\n    user-namespace: true\n  b:\n    user-namespace: 1000\n  c: {}\n", file: "u.yaml")
+        #expect(t.host(named: "a")?.userNamespace == 65534 && t.host(named: "b")?.userNamespace == 1000 && t.host(named: "c")?.userNamespace == nil)
+        let e = problems { try Topology.parse(yaml: "name: u\nhosts:\n  a:\n    user-namespace: root\n", file: "u.yaml") }
+        #expect(e?.description.contains("u.yaml:4") == true && e?.description.contains("user-namespace") == true
+                && e?.description.contains("neither true, false nor a uid") == true, "\(String(describing: e))")
+        #expect(problems { try Topology.parse(yaml: "name: u\nhosts:\n  a:\n    user-namespace: 0\n", file: "u.yaml") } != nil)
+    }
+}

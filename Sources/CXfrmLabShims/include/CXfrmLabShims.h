@@ -30,4 +30,20 @@ size_t xl_mnl_socket_buffer_size(void);
 pid_t xl_spawn(const char *path, char *const argv[], char *const envp[],
                int netns_fd, int stdin_fd, int stdout_fd, int stderr_fd);
 
+/// A network namespace owned by a new user namespace, made as an unprivileged user would: a
+/// forked child takes `uid`/`gid`, unshares a user and a network namespace, the parent maps root
+/// inside to `uid`/`gid` and bind-mounts the child's network namespace on `target` (an existing
+/// file). Returns 0, or -1 with errno (of the step that failed; `*step` names it).
+int xl_make_owned_netns(const char *target, uid_t uid, gid_t gid, const char **step);
+/// The user namespace owning the namespace `ns_fd` (NS_GET_USERNS): a new descriptor, or -1.
+int xl_owning_userns(int ns_fd);
+/// socket(domain, type, protocol) opened by a forked child that entered `netns_fd` and then
+/// the user namespace `userns_fd` as its root: the socket carries that root's credentials
+/// (what netlink_ns_capable checks), and comes back over SCM_RIGHTS. Returns it, or -1 with errno.
+int xl_socket_as(int userns_fd, int netns_fd, int domain, int type, int protocol);
+/// Like xl_spawn, with the child entering `userns_fd` (as its root; skipped when < 0) after the
+/// network namespace.
+pid_t xl_spawn_as(const char *path, char *const argv[], char *const envp[],
+                  int userns_fd, int netns_fd, int stdin_fd, int stdout_fd, int stderr_fd);
+
 #endif

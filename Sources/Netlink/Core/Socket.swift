@@ -26,8 +26,22 @@ public final class NetlinkSocket: @unchecked Sendable {
 
     /// Opens and binds a socket in the calling thread's network namespace.
     /// - Parameter groups: multicast groups to join (numbers, as `RTNLGRP_LINK`).
-    public init(protocol proto: Int32, groups: [UInt32] = []) throws {
+    public convenience init(protocol proto: Int32, groups: [UInt32] = []) throws {
         guard let nl = mnl_socket_open2(proto, Int32(SOCK_CLOEXEC.rawValue)) else { throw SystemCallError("mnl_socket_open") }
+        try self.init(nl, protocol: proto, groups: groups, inHostNamespace: HostNamespace.contains(currentThread: ()))
+    }
+
+    /// Takes over a netlink socket opened elsewhere (by a process with other credentials: a
+    /// user namespace's root), in the network namespace it was opened in.
+    public convenience init(adopting fd: Int32, protocol proto: Int32, inHostNamespace: Bool, groups: [UInt32] = []) throws {
+        guard let nl = mnl_socket_fdopen(fd) else {
+            Glibc.close(fd)
+            throw SystemCallError("mnl_socket_fdopen")
+        }
+        try self.init(nl, protocol: proto, groups: groups, inHostNamespace: inHostNamespace)
+    }
+
+    private init(_ nl: OpaquePointer, protocol proto: Int32, groups: [UInt32], inHostNamespace: Bool) throws {
         self.nl = nl
         self.netlinkProtocol = proto
         guard mnl_socket_bind(nl, 0, pid_t(MNL_SOCKET_AUTOPID)) == 0 else {
@@ -36,7 +50,7 @@ public final class NetlinkSocket: @unchecked Sendable {
             throw e
         }
         self.portID = mnl_socket_get_portid(nl)
-        self.inHostNamespace = HostNamespace.contains(currentThread: ())
+        self.inHostNamespace = inHostNamespace
         self.nextSequence = UInt32(truncatingIfNeeded: time(nil))
         self.receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: receiveBufferSize, alignment: 8)
         var one: Int32 = 1
