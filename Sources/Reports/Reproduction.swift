@@ -200,12 +200,17 @@ public enum ReportRunner {
         return result
     }
 
-    /// A kernel built without some catalogue reports' fixes lacks those commits for any report
-    /// that names them (a folder outside the repository, imported from a script): it counts as
-    /// mutated for that report too.
+    /// A kernel built without some catalogue reports' fixes counts as mutated for a folder from
+    /// outside the catalogue (imported from a script) that names one of those fix commits: the
+    /// best a newcomer's folder can be told. Catalogue reports go by their own mutations only: a
+    /// mutant patch undoes the smallest part of a commit that its report sees, not the whole
+    /// commit (xfrmi-phydev-optional's mutant leaves xfrmi-netns-teardown's half of 22d6552f827e).
     public static func undone(_ report: BugReport, on kernel: KernelSituation, repositoryRoot: String) -> KernelSituation {
         guard !kernel.mutations.isEmpty, !kernel.mutations.contains(report.id), !report.fixes.isEmpty else { return kernel }
-        let catalogue = (try? BugReport.loadAll(directory: repositoryRoot + "/Fixtures/reports")) ?? []
+        let folder = repositoryRoot + "/Fixtures/reports"
+        let parent = URL(fileURLWithPath: report.directory).deletingLastPathComponent().resolvingSymlinksInPath().path
+        guard parent != URL(fileURLWithPath: folder).resolvingSymlinksInPath().path else { return kernel }
+        let catalogue = (try? BugReport.loadAll(directory: folder)) ?? []
         let missing = Set(catalogue.filter { kernel.mutations.contains($0.id) }.flatMap(\.fixes).map { $0.commit.prefix(12) })
         guard report.fixes.contains(where: { missing.contains($0.commit.prefix(12)) }) else { return kernel }
         var k = kernel

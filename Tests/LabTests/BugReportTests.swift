@@ -406,6 +406,23 @@ struct BugReportScriptTests {
         #expect(outcome.verdict.kind == .reproduces && outcome.matches, "\(outcome)")
     }
 
+    @Test("on a mutant kernel, a folder from outside the catalogue that names an undone fix commit counts as mutated; a catalogue report sharing the commit does not")
+    func undoneByCommit() throws {
+        let kernel = KernelSituation(release: "6.1.192-xfrmlab-mutant", version: KernelVersion(parsing: "6.1.192"), disposable: true,
+                                     disposableReason: "", mutations: ["xfrmi-phydev-optional"])
+        // Its mutant undoes only phydev-optional's half of 22d6552f827e.
+        let teardown = try BugReport.load(directory: reportsDirectory + "/xfrmi-netns-teardown")
+        #expect(ReportRunner.undone(teardown, on: kernel, repositoryRoot: repositoryRoot).mutations == ["xfrmi-phydev-optional"])
+        let text = try String(contentsOfFile: reportsDirectory + "/xfrmi-phydev-optional/report.yaml", encoding: .utf8)
+            .replacingOccurrences(of: "id: xfrmi-phydev-optional", with: "id: phydev-from-a-script")
+        let (dir, _) = try Self.folder("phydev-from-a-script", "")
+        defer { try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: dir).deletingLastPathComponent().path) }
+        let copy = try BugReport.parse(text, path: dir + "/report.yaml", directory: dir)
+        let mutated = ReportRunner.undone(copy, on: kernel, repositoryRoot: repositoryRoot)
+        #expect(mutated.mutations.contains("phydev-from-a-script") && copy.expectedVerdict(on: mutated).kind == .reproduces)
+        #expect(copy.expectedVerdict(on: kernel).kind == .fixed, "without the commit match, 6.1.192 ≥ 5.3 says fixed")
+    }
+
     @Test("command lines split like a shell; pipes, variables and redirections go to sh")
     func shellWords() {
         #expect(ShellWords.split(#"ip link set xfrm1 type xfrm dev lo if_id 2"#) == ["ip", "link", "set", "xfrm1", "type", "xfrm", "dev", "lo", "if_id", "2"])
