@@ -45,7 +45,7 @@ public final class Namespace: @unchecked Sendable, CustomStringConvertible {
     /// The work is spread over one namespace thread per core.
     ///
     /// `owners[i]`, when given, makes `names[i]` a network namespace owned by a new user namespace
-    /// of that unprivileged uid and gid (root inside maps to it): see `Namespace.owner`.
+    /// of that unprivileged uid and gid (root inside maps to it): see `ownerNetlinkSocket`.
     public static func create(names: [String], sysctls: [[(key: String, value: String)]],
                               owners: [UserNamespaceOwner?] = []) throws -> [Namespace] {
         for list in sysctls {

@@ -10,7 +10,7 @@ import Yams
 ///       protocol: route                  # or xfrm
 ///       type: RTM_NEWLINK                # a name below, or a number
 ///       flags: [create, excl]            # request and ack are always set
-///       header: ifinfomsg                # a zeroed header of that size, or hex: "0a00…"
+///       header: ifinfomsg                # a zeroed header of that size, or "hex 0a00…"
 ///       attributes:
 ///         - IFLA_IFNAME: ipsec0          # text: NUL-terminated
 ///         - IFLA_LINKINFO:               # a list: nested
@@ -26,15 +26,17 @@ enum NetlinkStep {
         "XFRM_MSG_DELPOLICY": (20, "xfrm"), "XFRM_MSG_UPDPOLICY": (25, "xfrm"), "XFRM_MSG_UPDSA": (26, "xfrm"),
         "XFRM_MSG_MIGRATE": (33, "xfrm"), "XFRM_MSG_NEWSPDINFO": (36, "xfrm"),
     ]
-    /// Attribute numbers by name; the nest decides what a number means, so the names stay unique.
+    /// Attribute numbers by name (checked against bookworm's linux/if_link.h, if_tunnel.h and
+    /// xfrm.h; XFRMA_SA_DIR, newer than those headers, follows XFRMA_MTIMER_THRESH = 32); the
+    /// nest decides what a number means, so the names stay unique.
     static let attributes: [String: UInt16] = [
         "IFLA_ADDRESS": 1, "IFLA_MTU": 4, "IFLA_IFNAME": 3, "IFLA_LINK": 5, "IFLA_MASTER": 10, "IFLA_LINKINFO": 18,
         "IFLA_NET_NS_FD": 28, "IFLA_INFO_KIND": 1, "IFLA_INFO_DATA": 2,
         "IFLA_XFRM_LINK": 1, "IFLA_XFRM_IF_ID": 2, "IFLA_XFRM_COLLECT_METADATA": 3,
         "IFLA_VTI_LINK": 1, "IFLA_VTI_IKEY": 2, "IFLA_VTI_OKEY": 3, "IFLA_VTI_LOCAL": 4, "IFLA_VTI_REMOTE": 5, "IFLA_VTI_FWMARK": 6,
-        "XFRMA_ALG_AUTH": 1, "XFRMA_ALG_CRYPT": 2, "XFRMA_ENCAP": 4, "XFRMA_TMPL": 5, "XFRMA_SA": 6, "XFRMA_POLICY": 7,
-        "XFRMA_ALG_AEAD": 18, "XFRMA_MARK": 21, "XFRMA_OUTPUT_MARK": 28, "XFRMA_IF_ID": 31, "XFRMA_SET_MARK_MASK": 33,
-        "XFRMA_SA_DIR": 40,
+        "XFRMA_ALG_AUTH": 1, "XFRMA_ALG_CRYPT": 2, "XFRMA_ALG_COMP": 3, "XFRMA_ENCAP": 4, "XFRMA_TMPL": 5, "XFRMA_SA": 6, "XFRMA_POLICY": 7,
+        "XFRMA_ALG_AEAD": 18, "XFRMA_ALG_AUTH_TRUNC": 20, "XFRMA_MARK": 21, "XFRMA_OFFLOAD_DEV": 28,
+        "XFRMA_OUTPUT_MARK": 29, "XFRMA_SET_MARK": 29, "XFRMA_SET_MARK_MASK": 30, "XFRMA_IF_ID": 31, "XFRMA_SA_DIR": 33,
     ]
     /// Fixed headers by name, sent zeroed.
     static let headers: [String: Int] = ["ifinfomsg": 16, "ifaddrmsg": 8, "rtmsg": 12, "fib_rule_hdr": 12]
